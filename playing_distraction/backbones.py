@@ -1,0 +1,215 @@
+"""Backbone registry and the plain classifier built on it.
+
+Every classifier takes raw RGB images in [0, 1] and emits logits. The backbone's own
+``preprocess_input`` is a frozen 1x1 convolution inside the model, so that occlusion
+happens in the [0, 1] pixel space for every backbone (PAPERS.md §1, "value space")
+and a saved model needs no custom code to load.
+
+The graph is flat: the backbone's layers are wired directly onto the preprocessing
+output (``input_tensor=``), so any layer, e.g. the last convolutional block used by
+Grad-CAM, is reachable by name from the classifier.
+
+This module imports Keras only inside functions: the registry is read by the
+command line before TensorFlow is loaded.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from .errors import UserError
+
+# ImageNet statistics used by keras.applications' preprocess_input modes.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """What the toolkit needs to know about a backbone.
+
+    application: constructor name in ``keras.applications``, or None for the
+        toolkit's own small CNN.
+    preprocessing: the ``preprocess_input`` mode of keras.applications
+        ("caffe", "tf" or "torch").
+    last_conv: name of the last convolutional block, where Grad-CAM is taken.
+    input_size: default square input size.
+    min_input_size: smallest input the architecture accepts.
+    """
+
+    name: str
+    application: str | None
+    preprocessing: str
+    last_conv: str
+    input_size: int
+    min_input_size: int
+    description: str
+
+    @property
+    def has_imagenet_weights(self):
+        return self.application is not None
+
+
+BACKBONES = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            "resnet50", "ResNet50", "caffe", "conv5_block3_out", 224, 32,
+            "ResNet50 (He et al.), the paper's main backbone",
+        ),
+        BackboneSpec(
+            "inception_v3", "InceptionV3", "tf", "mixed10", 224, 75,
+            "InceptionV3 (Szegedy et al.); the paper uses 224x224 inputs",
+        ),
+        BackboneSpec(
+            "densenet121", "DenseNet121", "torch", "relu", 224, 32,
+            "DenseNet121 (Huang et al.)",
+        ),
+        BackboneSpec(
+            "small_cnn", None, "tf", "features", 32, 16,
+            "a 5-layer CNN (about 0.15 M parameters) for the embedded demo and the "
+            "tests on a CPU; no pretrained weights",
+        ),
+    )
+}
+
+
+def get_backbone(name):
+    """The registry entry for ``name``; a UserError lists the known names."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise UserError(
+            f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})"
+        ) from None
+
+
+def preprocessing_affine(mode):
+    """(matrix, bias) with ``preprocess_input(255 * x) == x @ matrix + bias``.
+
+    keras.applications' modes: "caffe" flips RGB to BGR and subtracts the ImageNet
+    mean on the 0-255 scale; "tf" maps to [-1, 1]; "torch" standardises with the
+    ImageNet mean and std on the 0-1 scale.
+    """
+    if mode == "caffe":
+        matrix = 255.0 * np.eye(3)[:, ::-1]
+        bias = -np.asarray(_CAFFE_MEAN_BGR)
+    elif mode == "tf":
+        matrix = 2.0 * np.eye(3)
+        bias = -np.ones(3)
+    elif mode == "torch":
+        std = np.asarray(_TORCH_STD)
+        matrix = np.diag(1.0 / std)
+        bias = -np.asarray(_TORCH_MEAN) / std
+    else:
+        raise ValueError(f"unknown preprocessing mode {mode!r}")
+    return matrix.astype("float32"), bias.astype("float32")
+
+
+def preprocessing_layer(mode, name="preprocess"):
+    """A frozen float32 1x1 convolution applying ``preprocess_input`` to [0, 1] RGB.
+
+    A standard Conv2D (rather than a custom layer) keeps the saved classifier
+    loadable in a process that never imports this package; float32 keeps the
+    0-255 arithmetic of the "caffe" mode exact under mixed precision.
+    """
+    import keras
+
+    matrix, bias = preprocessing_affine(mode)
+    return keras.layers.Conv2D(
+        3, 1, name=name, trainable=False, dtype="float32",
+        kernel_initializer=keras.initializers.Constant(matrix.reshape(1, 1, 3, 3)),
+        bias_initializer=keras.initializers.Constant(bias),
+    )
+
+
+def _small_cnn_features(x):
+    """Two conv stages and a final conv block; output stride 4 (8x8 at 32 px)."""
+    from keras import layers
+
+    def conv_bn_relu(x, filters, name):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.Activation("relu", name=name)(x)
+
+    x = conv_bn_relu(x, 32, "block1a")
+    x = conv_bn_relu(x, 32, "block1b")
+    x = layers.MaxPooling2D(2, name="block1_pool")(x)
+    x = conv_bn_relu(x, 64, "block2a")
+    x = conv_bn_relu(x, 64, "block2b")
+    x = layers.MaxPooling2D(2, name="block2_pool")(x)
+    x = conv_bn_relu(x, 128, "features")
+    return x
+
+
+def _features(spec, x):
+    """The backbone's feature map (its last conv block) on top of tensor ``x``."""
+    import keras
+
+    if spec.application is None:
+        return _small_cnn_features(x)
+    application = getattr(keras.applications, spec.application)
+    return application(include_top=False, weights=None, input_tensor=x).output
+
+
+def _standalone_features(spec, size, weights):
+    """A features-only model holding the requested weights, to copy them from."""
+    import keras
+
+    if weights == "imagenet":
+        application = getattr(keras.applications, spec.application)
+        return application(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+    inputs = keras.Input((size, size, 3))
+    model = keras.Model(inputs, _features(spec, inputs))
+    try:
+        model.load_weights(weights)
+    except Exception as error:  # Keras raises many types for a bad file.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"cannot load weights file {weights} into backbone {spec.name}: {first_line}"
+        ) from None
+    return model
+
+
+def _copy_weights(source, target):
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def build_classifier(backbone, num_classes, image_size=None, weights="none"):
+    """The plain classifier: [0, 1] RGB -> preprocessing -> backbone -> GAP -> logits.
+
+    backbone: a registry name (see ``BACKBONES``).
+    weights: "imagenet", "none" (random initialisation) or the path of a weights
+        file of the backbone's features-only model (``include_top=False``), as
+        saved by ``model.save_weights``.
+    The head is global average pooling and a float32 linear layer, so Grad-CAM at
+    the last conv block equals CAM (PAPERS.md §1) and logits stay float32 under
+    mixed precision.
+    """
+    import keras
+
+    spec = get_backbone(backbone)
+    size = image_size or spec.input_size
+    if size < spec.min_input_size:
+        raise UserError(
+            f"--image-size {size} is too small for {spec.name} (at least {spec.min_input_size})"
+        )
+    if weights == "imagenet" and not spec.has_imagenet_weights:
+        raise UserError(
+            f"backbone {spec.name} has no ImageNet weights; use --weights none or a weights file"
+        )
+    if weights not in ("imagenet", "none") and not os.path.isfile(weights):
+        raise UserError(f"weights file {weights} does not exist")
+
+    inputs = keras.Input((size, size, 3), name="image")
+    features = _features(spec, preprocessing_layer(spec.preprocessing)(inputs))
+    pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(pooled)
+    model = keras.Model(inputs, logits, name=f"{spec.name}_classifier")
+    if weights != "none":
+        _copy_weights(_standalone_features(spec, size, weights), model)
+    return model

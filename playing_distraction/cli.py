@@ -1,0 +1,39 @@
+"""Command-line entry points. A problem the user can fix ends as one line on stderr
+and a non-zero exit; flags are checked before TensorFlow is imported."""
+
+import json
+import os
+import sys
+
+from .config import parse_config
+from .errors import UserError
+
+
+def _fail(prog, message, code):
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def train_main(argv=None):
+    """``train.py``: train one baseline or distraction model; see ``--help``."""
+    prog = "train.py"
+    try:
+        config = parse_config(argv)
+    except (ValueError, UserError) as error:
+        return _fail(prog, error, 2)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .training import run_training
+
+    try:
+        run_dir = run_training(config)
+    except UserError as error:
+        return _fail(prog, error, 1)
+    except KeyboardInterrupt:
+        return _fail(prog, "interrupted; the run folder holds no metrics.json", 130)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    print(
+        f"{run_dir}: test accuracy {metrics['test_accuracy']:.4f} "
+        f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
+        f"{metrics['train_seconds']:.0f} s)"
+    )
+    return 0

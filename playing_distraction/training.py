@@ -1,0 +1,147 @@
+"""One training run: config -> data -> classifier -> scheme -> fit -> run folder.
+
+The run folder holds ``config.json`` (resolved, written first), ``history.csv`` (per
+epoch), ``model.keras`` (the plain classifier) and ``metrics.json`` (written last, so
+its presence marks a finished run). An existing folder is never replaced unless the
+config says ``overwrite``, and then only if it is a run folder.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .backbones import build_classifier
+from .datasets import load_dataset, split_train_validation
+from .errors import UserError
+from .pipeline import make_dataset
+from .schemes import DistractionModel
+
+
+def has_gpu():
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _switch(value):
+    return has_gpu() if value == "auto" else value == "on"
+
+
+def create_run_dir(config):
+    """Make the run folder; a default name gets a number if taken, a given one is an error."""
+    out_dir = Path(config.out_dir)
+    if config.run_name is not None:
+        run_dir = out_dir / config.run_name
+        if run_dir.exists():
+            if not config.overwrite:
+                raise UserError(
+                    f"run folder {run_dir} exists; choose another --run-name or pass --overwrite")
+            if not (run_dir / "config.json").is_file():
+                raise UserError(
+                    f"--overwrite refused: {run_dir} is not a run folder (no config.json)")
+            shutil.rmtree(run_dir)
+    else:
+        base = config.default_run_name
+        run_dir, number = out_dir / base, 1
+        while run_dir.exists():
+            number += 1
+            run_dir = out_dir / f"{base}-{number}"
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as error:
+        raise UserError(f"cannot create run folder {run_dir}: {error.strerror}") from None
+    return run_dir
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds the wall time of each epoch to the logs as ``seconds`` (Table 2)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
+def build_model(config, num_classes):
+    """The classifier and the model to fit: itself (baseline) or a DistractionModel."""
+    classifier = build_classifier(config.backbone, num_classes, config.image_size, config.weights)
+    if config.occlusion == "none":
+        return classifier, classifier
+    scheme = DistractionModel(
+        classifier, probability=config.probability, threshold=config.threshold,
+        fill=config.occlusion, layer_name=config.cam_layer, seed=config.seed,
+    )
+    return classifier, scheme
+
+
+def compile_model(model, config):
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=config.learning_rate, beta_1=config.beta_1,
+            beta_2=config.beta_2, epsilon=config.epsilon,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=_switch(config.jit_compile),
+    )
+
+
+def run_training(config):
+    """Train one model as ``config`` says; returns the run folder."""
+    data = load_dataset(config.dataset, config.data_dir)
+    train_part, val_part = split_train_validation(
+        data.train, config.validation_fraction, config.seed)
+    if len(train_part) < config.batch_size:
+        raise UserError(
+            f"--batch-size {config.batch_size} exceeds the {len(train_part)} training images")
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if _switch(config.mixed_precision) else "float32")
+    try:
+        keras.utils.set_random_seed(config.seed)
+        classifier, model = build_model(config, data.num_classes)
+        compile_model(model, config)
+        # The folder is made only once data and model are known to be good, so a
+        # user error leaves nothing behind.
+        run_dir = create_run_dir(config)
+        saved = config.to_dict() | {"run_name": run_dir.name, "class_names": list(data.class_names)}
+        (run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
+        size, batch = config.image_size, config.batch_size
+        train_ds = make_dataset(train_part, size, batch, training=True, seed=config.seed)
+        val_ds = make_dataset(val_part, size, batch, training=False) if val_part else None
+        test_ds = make_dataset(data.test, size, batch, training=False)
+        callbacks = [EpochTimer(), keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
+        if val_ds is not None:
+            callbacks.insert(1, keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=config.patience,
+                restore_best_weights=True))
+        start = time.perf_counter()
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=config.epochs,
+            callbacks=callbacks, verbose=config.verbose, shuffle=False,  # shuffled by tf.data
+        ).history
+        train_seconds = time.perf_counter() - start
+        test = model.evaluate(test_ds, verbose=0, return_dict=True)
+        classifier.save(run_dir / "model.keras")
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    monitored = history.get("val_accuracy", history["accuracy"])
+    metrics = {
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        "test_images": len(data.test),
+        "train_images": len(train_part),
+        "validation_images": len(val_part) if val_part else 0,
+        "epochs_run": len(monitored),
+        "best_epoch": int(np.argmax(monitored)) + 1,
+        "best_val_accuracy": float(np.max(monitored)) if val_ds is not None else None,
+        "seconds_per_epoch": float(np.mean(history["seconds"])),
+        "train_seconds": train_seconds,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return run_dir
