@@ -103,11 +103,32 @@ class GradCAM:
         images = tf.convert_to_tensor(images, dtype=tf.float32)
         class_indices = tf.reshape(tf.cast(class_indices, tf.int32), [-1])
         cam = self.raw(images, class_indices)
-        size = tf.shape(images)[1:3]
-        cam = tf.raw_ops.ResizeBilinear(
-            images=cam[..., None], size=size, align_corners=True, half_pixel_centers=False
-        )[..., 0]
-        return normalize_per_image(cam)
+        return normalize_per_image(resize_bilinear(cam, tf.shape(images)[1:3]))
+
+
+def _interpolation_matrix(out_size, in_size):
+    """(out, in) weights of 1-D linear interpolation with corners aligned."""
+    scale = tf.cast(in_size - 1, tf.float32) / tf.cast(tf.maximum(out_size - 1, 1), tf.float32)
+    position = tf.cast(tf.range(out_size), tf.float32) * scale
+    low = tf.minimum(tf.cast(tf.floor(position), tf.int32), in_size - 1)
+    high = tf.minimum(low + 1, in_size - 1)
+    frac = position - tf.cast(low, tf.float32)
+    return (tf.one_hot(low, in_size) * (1.0 - frac)[:, None]
+            + tf.one_hot(high, in_size) * frac[:, None])
+
+
+def resize_bilinear(maps, size):
+    """Bilinear, corner-aligned resize of (B, h, w) maps to (B, H, W) = size.
+
+    Written as two small matrix products instead of ``ResizeBilinear(align_corners=
+    True)``: under XLA that op returned wrong values for some shapes (4x4 -> 16x16
+    was off by up to 0.8 with TensorFlow 2.21 on a CPU), which would silently change
+    which pixels are occluded in a compiled step.
+    """
+    maps = tf.convert_to_tensor(maps, tf.float32)
+    rows = _interpolation_matrix(size[0], tf.shape(maps)[1])
+    cols = _interpolation_matrix(size[1], tf.shape(maps)[2])
+    return tf.einsum("Hh,bhw,Ww->bHW", rows, maps, cols)
 
 
 def normalize_per_image(maps):

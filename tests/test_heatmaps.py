@@ -120,10 +120,11 @@ def test_constant_maps_become_zeros():
 
 
 @pytest.mark.parametrize("shortcut", [True, False])
-def test_grad_cam_compiles_with_xla(shortcut):
-    model = make_classifier()
+@pytest.mark.parametrize("size", [16, 32])
+def test_grad_cam_compiles_with_xla(shortcut, size):
+    model = make_classifier(size=size)
     heat = GradCAM(model, shortcut=shortcut)
-    images, classes = structured_images(4), tf.constant([0, 1, 2, 0])
+    images, classes = structured_images(4, size), tf.constant([0, 1, 2, 0])
     compiled = tf.function(lambda x, c: heat(x, c), jit_compile=True)
     np.testing.assert_allclose(compiled(images, classes), heat(images, classes), atol=1e-5)
 
@@ -148,3 +149,19 @@ def test_unknown_or_flat_layer_is_an_error():
     with pytest.raises(ValueError, match="feature map"):
         GradCAM(model, "head_pool")
     assert build_classifier  # imported for the registry fixture above
+
+
+@pytest.mark.parametrize("shape, size", [((4, 4), (16, 16)), ((8, 8), (32, 32)),
+                                         ((3, 5), (17, 11)), ((1, 1), (6, 6)), ((7, 7), (7, 7))])
+def test_resize_equals_scipy_zoom_eagerly_and_under_xla(shape, size):
+    """The corner-aligned bilinear resize of tf-keras-vis (scipy zoom, order 1)."""
+    from scipy.ndimage import zoom
+
+    from playing_distraction.heatmaps import resize_bilinear
+
+    maps = np.random.default_rng(0).random((2, *shape)).astype("float32")
+    expected = zoom(maps, (1, size[0] / shape[0], size[1] / shape[1]), order=1, grid_mode=False)
+    assert expected.shape == (2, *size)
+    np.testing.assert_allclose(resize_bilinear(maps, size), expected, atol=1e-5)
+    compiled = tf.function(lambda m: resize_bilinear(m, size), jit_compile=True)
+    np.testing.assert_allclose(compiled(maps), expected, atol=1e-5)
