@@ -1,0 +1,119 @@
+"""train.py end to end, and its answers to bad input: one line, non-zero exit."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from playing_distraction.cli import train_main
+
+TRAIN = str(Path(__file__).resolve().parent.parent / "train.py")
+
+
+def run(args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
+                          timeout=600, cwd=cwd, env=env)
+
+
+def error_line(done):
+    """The error line, after TensorFlow's own start-up lines (if TF was imported)."""
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--occlusion", "blue"], "argument --occlusion: invalid choice: 'blue'"),
+    (["--threshold", "1.5"], "--threshold must be in [0, 1], got 1.5"),
+    (["--threshold", "high"], "argument --threshold: invalid float value: 'high'"),
+    (["--probability", "-0.1"], "--probability must be in [0, 1], got -0.1"),
+    (["--backbone", "vgg16"], "argument --backbone: invalid choice: 'vgg16'"),
+    (["--dataset", "cars"], "argument --dataset: invalid choice: 'cars'"),
+    (["--weights", "missing.weights.h5"], "--weights: no such file: missing.weights.h5"),
+    (["--epochs", "0"], "--epochs must be positive, got 0"),
+    (["--image-size", "8"], "--image-size 8 is below the 16 pixels that small_cnn needs"),
+    (["--backbone", "small_cnn", "--weights", "imagenet"], "has no ImageNet weights"),
+    (["--run-name", "a/b"], "--run-name must be a plain folder name"),
+])
+def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, message):
+    done = run(args, tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train.py: error: "), done.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "models").exists()
+
+
+def test_unreadable_weights_file_is_one_line_and_leaves_no_run(tmp_path):
+    (tmp_path / "broken.weights.h5").write_bytes(b"not an HDF5 file")
+    done = run(["--weights", "broken.weights.h5", "--out-dir", "out"], tmp_path)
+    assert done.returncode == 1
+    assert error_line(done).startswith("train.py: error: cannot load weights file broken.weights.h5")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_dataset_folder_names_the_path_and_layout(tmp_path):
+    done = run(["--dataset", "fashion-mnist", "--data-dir", "nowhere"], tmp_path)
+    assert done.returncode == 1
+    line = error_line(done)
+    assert "nowhere does not exist" in line and "train-images-idx3-ubyte.gz" in line
+
+
+def test_train_writes_a_complete_run_and_never_overwrites(tmp_path, fashion_dir):
+    args = ["--dataset", "fashion-mnist", "--data-dir", str(fashion_dir), "--epochs", "2",
+            "--out-dir", "out", "--run-name", "r1", "--probability", "0.5"]
+    done = run(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "out" / "r1"
+    assert "test accuracy" in done.stdout and str(Path("out") / "r1") in done.stdout
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["backbone"] == "small_cnn" and config["threshold"] == 0.85
+    assert config["occlusion"] == "zero" and config["probability"] == 0.5
+    assert config["learning_rate"] == 5e-5 and config["batch_size"] == 16
+    assert config["epsilon"] == 7e-7 and config["patience"] == 30
+    assert len(config["class_names"]) == 10
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    assert {"accuracy", "val_accuracy", "occluded_steps", "occluded_area", "seconds"} <= set(rows[0])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_images"] == 40 and metrics["epochs_run"] == 2
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["train_images"] + metrics["validation_images"] == 120
+    assert metrics["validation_images"] == 30  # 25 %
+    assert (run_dir / "model.keras").is_file()
+
+    before = (run_dir / "metrics.json").read_text()
+    again = run(args, tmp_path)
+    assert again.returncode == 1
+    assert "run folder out/r1 exists" in error_line(again)
+    assert (run_dir / "metrics.json").read_text() == before
+
+    overwritten = run([*args, "--overwrite", "--occlusion", "none"], tmp_path)
+    assert overwritten.returncode == 0, overwritten.stderr[-3000:]
+    assert json.loads((run_dir / "config.json").read_text())["occlusion"] == "none"
+    with open(run_dir / "history.csv") as handle:
+        assert "occluded_steps" not in next(csv.reader(handle))
+
+
+def test_default_run_names_are_numbered_not_reused(tmp_path, fashion_dir):
+    args = ["--dataset", "fashion-mnist", "--data-dir", str(fashion_dir), "--epochs", "1",
+            "--out-dir", str(tmp_path), "--occlusion", "one", "--verbose", "0"]
+    assert train_main(args) == 0
+    assert train_main(args) == 0
+    names = sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").exists())
+    assert names == ["fashion-mnist-one-small_cnn-seed0", "fashion-mnist-one-small_cnn-seed0-2"]
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, fashion_dir):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    code = train_main(["--dataset", "fashion-mnist", "--data-dir", str(fashion_dir),
+                       "--out-dir", str(tmp_path), "--run-name", "precious", "--overwrite",
+                       "--epochs", "1", "--verbose", "0"])
+    assert code == 1
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
