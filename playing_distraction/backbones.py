@@ -174,9 +174,16 @@ def _standalone_features(spec, size, weights):
 
 
 def _copy_weights(source, target):
-    for layer in source.layers:
-        if layer.weights:
-            target.get_layer(layer.name).set_weights(layer.get_weights())
+    """Copy by position: both models come from the same builder, so their weights are
+    listed in the same order. (Names would not do: InceptionV3 leaves most layers to
+    Keras' process-wide counters, so a second build gets other names.)"""
+    values = source.get_weights()
+    variables = target.weights
+    if len(values) != len(variables) or any(
+        tuple(v.shape) != w.shape for v, w in zip(variables, values)
+    ):
+        raise UserError("the weights do not fit the backbone's architecture")
+    target.set_weights(values)
 
 
 def build_classifier(backbone, num_classes, image_size=None, weights="none"):
@@ -193,7 +200,7 @@ def build_classifier(backbone, num_classes, image_size=None, weights="none"):
     import keras
 
     spec = get_backbone(backbone)
-    size = image_size or spec.input_size
+    size = spec.input_size if image_size is None else image_size
     if size < spec.min_input_size:
         raise UserError(
             f"--image-size {size} is too small for {spec.name} (at least {spec.min_input_size})"
@@ -206,10 +213,13 @@ def build_classifier(backbone, num_classes, image_size=None, weights="none"):
         raise UserError(f"weights file {weights} does not exist")
 
     inputs = keras.Input((size, size, 3), name="image")
-    features = _features(spec, preprocessing_layer(spec.preprocessing)(inputs))
+    preprocessed = preprocessing_layer(spec.preprocessing)(inputs)
+    features = _features(spec, preprocessed)
     pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
     logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(pooled)
     model = keras.Model(inputs, logits, name=f"{spec.name}_classifier")
     if weights != "none":
-        _copy_weights(_standalone_features(spec, size, weights), model)
+        # A view of the classifier's backbone part shares its variables.
+        backbone_view = keras.Model(preprocessed, features)
+        _copy_weights(_standalone_features(spec, size, weights), backbone_view)
     return model

@@ -86,6 +86,9 @@ def read_idx(path):
 
 def write_idx(path, array):
     """Write a uint8 array as a gzipped IDX file (the format Fashion-MNIST ships in)."""
+    array = np.asarray(array)
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"IDX unsigned-byte data must be in 0..255, got {array.min()}..{array.max()}")
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     # mtime=0 makes the bytes depend on the data only (reproducible files).

@@ -16,7 +16,10 @@ def to_model_input(image, size):
     image = tf.cast(image, tf.float32) / 255.0
     if image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
-    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    # Antialiasing matters only when shrinking; when enlarging it equals plain
+    # bilinear up to float rounding (white would come out as 0.9999999).
+    shrinking = image.shape[0] is None or min(image.shape[0], image.shape[1]) > size
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=shrinking)
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
