@@ -168,6 +168,11 @@ def test_local_weights_file_for_inception_v3(tmp_path):
     path = tmp_path / "inception.weights.h5"
     source.save_weights(str(path))
     model = build_classifier("inception_v3", 3, 75, weights=str(path))
+    assert_backbone_weights_equal(source, model)
+
+
+def assert_backbone_weights_equal(source, model):
+    """Every weight of the features-only ``source`` is in ``model``, in order."""
     source_weights = [w for layer in source.layers for w in layer.get_weights()]
     model_weights = [w for layer in model.layers if layer.name not in ("preprocess", "logits")
                      for w in layer.get_weights()]
@@ -210,12 +215,7 @@ def test_imagenet_weights_for_inception_v3_without_download(monkeypatch):
     created = fake_imagenet(monkeypatch, "InceptionV3", seed=6)
     model = build_classifier("inception_v3", 3, 75, weights="imagenet")
     (source,) = created
-    source_weights = [w for layer in source.layers for w in layer.get_weights()]
-    model_weights = [w for layer in model.layers if layer.name not in ("preprocess", "logits")
-                     for w in layer.get_weights()]
-    assert len(source_weights) == len(model_weights)
-    for ours, theirs in zip(source_weights, model_weights):
-        np.testing.assert_array_equal(theirs, ours)
+    assert_backbone_weights_equal(source, model)
 
 
 def test_image_size_zero_is_refused_not_defaulted():
