@@ -154,26 +154,41 @@ def _features(spec, x):
     return application(include_top=False, weights=None, input_tensor=x).output
 
 
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _standalone_features(spec, size, weights):
-    """A features-only model holding the requested weights, to copy them from."""
+    """A features-only model holding the requested weights, to copy them from.
+
+    Keras raises many exception types for a failed download or a bad file; both are
+    problems the user can fix, so they become one UserError line.
+    """
     import keras
 
     if weights == "imagenet":
         application = getattr(keras.applications, spec.application)
-        return application(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+        try:
+            return application(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+        except Exception as error:
+            raise UserError(
+                f"cannot get the ImageNet weights of {spec.name} ({_first_line(error)}); "
+                "they are downloaded once into ~/.keras/models, or pass a local file "
+                "with --weights"
+            ) from None
     inputs = keras.Input((size, size, 3))
     model = keras.Model(inputs, _features(spec, inputs))
     try:
         model.load_weights(weights)
-    except Exception as error:  # Keras raises many types for a bad file.
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:
         raise UserError(
-            f"cannot load weights file {weights} into backbone {spec.name}: {first_line}"
+            f"cannot load weights file {weights} into backbone {spec.name}: {_first_line(error)}"
         ) from None
     return model
 
 
-def _copy_weights(source, target):
+def _copy_weights(source, target, origin):
     """Copy by position: both models come from the same builder, so their weights are
     listed in the same order. (Names would not do: InceptionV3 leaves most layers to
     Keras' process-wide counters, so a second build gets other names.)"""
@@ -182,7 +197,7 @@ def _copy_weights(source, target):
     if len(values) != len(variables) or any(
         tuple(v.shape) != w.shape for v, w in zip(variables, values)
     ):
-        raise UserError("the weights do not fit the backbone's architecture")
+        raise UserError(f"the weights {origin} do not fit the backbone's architecture")
     target.set_weights(values)
 
 
@@ -221,5 +236,5 @@ def build_classifier(backbone, num_classes, image_size=None, weights="none"):
     if weights != "none":
         # A view of the classifier's backbone part shares its variables.
         backbone_view = keras.Model(preprocessed, features)
-        _copy_weights(_standalone_features(spec, size, weights), backbone_view)
+        _copy_weights(_standalone_features(spec, size, weights), backbone_view, weights)
     return model

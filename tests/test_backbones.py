@@ -223,6 +223,19 @@ def test_image_size_zero_is_refused_not_defaulted():
         build_classifier("small_cnn", 3, 0)
 
 
+def test_failed_imagenet_download_is_one_user_error(monkeypatch):
+    original = keras.applications.ResNet50
+
+    def offline(*args, weights=None, **kwargs):
+        if weights == "imagenet":
+            raise Exception("URL fetch failure on https://example.invalid: None -- no network")
+        return original(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "ResNet50", offline)
+    with pytest.raises(UserError, match="cannot get the ImageNet weights of resnet50"):
+        build_classifier("resnet50", 3, 32, weights="imagenet")
+
+
 def test_garbage_weights_file(tmp_path):
     path = tmp_path / "garbage.weights.h5"
     path.write_bytes(b"not an hdf5 file" * 64)

@@ -77,17 +77,11 @@ def test_read_idx_big_endian_int32_and_plain_file(tmp_path):
         np.testing.assert_array_equal(array, [1, -2, 70000])
 
 
-def test_read_idx_bad_magic_number(tmp_path):
-    path = tmp_path / "bad-magic.gz"
-    write_gz(path, bytes([1, 2, 0x08, 1, 0, 0, 0, 2, 9, 9]))
-    with pytest.raises(UserError, match="magic") as info:
-        read_idx(path)
-    assert str(path) in str(info.value)
-
-
-def test_read_idx_unknown_type_code_is_bad_magic(tmp_path):
-    path = tmp_path / "bad-type.gz"
-    write_gz(path, bytes([0, 0, 0x07, 1, 0, 0, 0, 2, 9, 9]))
+@pytest.mark.parametrize("magic", [bytes([1, 2, 0x08, 1]), bytes([0, 0, 0x07, 1])],
+                         ids=["bad-magic-number", "unknown-type-code"])
+def test_read_idx_bad_magic(tmp_path, magic):
+    path = tmp_path / "bad.gz"
+    write_gz(path, magic + bytes([0, 0, 0, 2, 9, 9]))
     with pytest.raises(UserError, match="magic") as info:
         read_idx(path)
     assert str(path) in str(info.value)
