@@ -17,9 +17,8 @@ TRAIN_PER_CLASS = 600
 TEST_PER_CLASS = 100
 
 
-def main(source):
+def main(source, target=Path(__file__).resolve().parent / "fashion-mnist-mini"):
     train, test = load_fashion_mnist(source)
-    target = Path(__file__).resolve().parent / "fashion-mnist-mini"
     write_fashion_mnist(
         target,
         balanced_subset(train, TRAIN_PER_CLASS, SEED),

@@ -18,7 +18,6 @@ from playing_distraction.datasets import (
     load_fashion_mnist,
     read_idx,
     split_train_validation,
-    write_fashion_mnist,
     write_idx,
 )
 from playing_distraction.errors import UserError
@@ -227,12 +226,7 @@ def test_embedded_subset_is_what_make_script_writes(tmp_path):
     spec = importlib.util.spec_from_file_location("make_mini", script)
     make_mini = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_mini)
-    train, test = load_fashion_mnist(FULL_FASHION_MNIST)
-    write_fashion_mnist(
-        tmp_path,
-        balanced_subset(train, make_mini.TRAIN_PER_CLASS, make_mini.SEED),
-        balanced_subset(test, make_mini.TEST_PER_CLASS, make_mini.SEED + 1),
-    )
+    make_mini.main(FULL_FASHION_MNIST, target=tmp_path)
     committed = script.parent / "fashion-mnist-mini"
     for name in ALL_FILES:
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name

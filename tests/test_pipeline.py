@@ -1,7 +1,6 @@
 """tf.data pipelines: dtypes, ranges, RGB, batching, seeded shuffling."""
 
 import numpy as np
-import pytest
 
 from playing_distraction.datasets import Part
 from playing_distraction.pipeline import make_dataset, to_model_input
