@@ -10,7 +10,8 @@ them in file order, and writes them in the official IDX layout.
 import sys
 from pathlib import Path
 
-from playing_distraction.datasets import balanced_subset, load_fashion_mnist, write_fashion_mnist
+from playing_distraction.layouts import load_fashion_mnist, write_fashion_mnist
+from playing_distraction.splits import balanced_subset
 
 SEED = 20201228  # the paper's arXiv submission date; any fixed value would do
 TRAIN_PER_CLASS = 600

@@ -12,9 +12,10 @@ This module does not import TensorFlow, so a bad flag is reported at once.
 import argparse
 import dataclasses
 import os
+import typing
 
 from .backbones import BACKBONES, get_backbone
-from .datasets import DATASETS
+from .datasets import DATASETS, get_dataset_spec
 
 SWITCHES = ("auto", "on", "off")
 # "none" trains the baseline; the others are the fills of occlusion.FILLS (kept here
@@ -31,6 +32,25 @@ class TrainConfig:
     dataset: str = _field(
         "fashion-mnist-mini", "dataset name", choices=tuple(DATASETS))
     data_dir: str | None = _field(None, "dataset folder (default: data/<dataset>)")
+    crop_to_box: bool = _field(
+        False, "cars: crop every image to its annotated bounding box (off in the paper)")
+    aircraft_level: str | None = _field(
+        None, "aircraft: label level (default variant, 100 classes)",
+        choices=("variant", "family", "manufacturer"))
+    remove_banner: bool = _field(
+        False, "aircraft: cut the 20-pixel copyright banner from the bottom of every image")
+    event_split: tuple[float, float, float] | None = _field(
+        None, "egofoodplaces: train, validation and test shares of the split by events "
+        "(default 0.7 0.1 0.2; a split column in the manifest takes precedence)")
+    oversample: int | None = _field(
+        None, "oversample every class smaller than the k-th largest to its size, training "
+        "split only; 0 turns it off (default: 4 for egofoodplaces, else 0)")
+    on_bad_image: str = _field(
+        "skip", "an image file that cannot be decoded is skipped and counted, or stops the run",
+        choices=("skip", "error"))
+    cache_dir: str | None = _field(
+        None, "keep the decoded, resized images in .npy files in this folder, reused by later "
+        "runs (default: in memory)")
     backbone: str | None = _field(
         None, "backbone (default: the dataset's; small_cnn for the Fashion-MNIST sets)",
         choices=tuple(BACKBONES))
@@ -54,7 +74,15 @@ class TrainConfig:
     epsilon: float = _field(7e-7, "Adam epsilon")
     image_size: int | None = _field(None, "square input size (default: the backbone's)")
     validation_fraction: float = _field(
-        0.25, "share of the official training set held out for validation (stratified)")
+        0.25, "share of the official training set held out for validation (stratified); "
+        "unused where the dataset has its own validation split")
+    augment: bool = _field(True, "apply the training augmentation below (--no-augment: none)")
+    flip: bool = _field(True, "augmentation: random horizontal flip")
+    rotation: float = _field(40.0, "augmentation: rotation by up to this many degrees either way")
+    channel_shift: float = _field(
+        30.0, "augmentation: intensity shift by up to this much either way, on the 0-255 scale")
+    brightness: tuple[float, float] = _field(
+        (0.5, 1.5), "augmentation: brightness factor range LOW HIGH (1 1: none)")
     seed: int = _field(0, "seed of the split, the shuffling, the weights and the occlusion draws")
     out_dir: str = _field("models", "folder that receives the run folder")
     run_name: str | None = _field(
@@ -71,8 +99,6 @@ class TrainConfig:
     def resolved(self):
         """A copy with every None default filled in, checked; ValueError names the flag."""
         self.check()
-        from .datasets import get_dataset_spec
-
         dataset = get_dataset_spec(self.dataset)
         backbone = get_backbone(self.backbone or dataset.default_backbone)
         weights = self.weights or ("imagenet" if backbone.has_imagenet_weights else "none")
@@ -81,9 +107,13 @@ class TrainConfig:
             backbone=backbone.name,
             weights=weights,
             epochs=self.epochs or dataset.default_epochs,
-            image_size=self.image_size or backbone.input_size,
+            image_size=self.image_size or dataset.image_size or backbone.input_size,
             cam_layer=self.cam_layer or backbone.last_conv,
+            oversample=dataset.oversample if self.oversample is None else self.oversample,
         )
+        for name, value in _DATASET_OPTION_DEFAULTS.items():
+            if name in dataset.options and getattr(config, name) is None:
+                setattr(config, name, value)
         config.check()
         if config.weights == "imagenet" and not backbone.has_imagenet_weights:
             raise ValueError(
@@ -114,6 +144,25 @@ class TrainConfig:
         for name in ("beta_1", "beta_2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if self.oversample is not None and self.oversample < 0:
+            raise ValueError(f"--oversample must be 0 or more, got {self.oversample}")
+        if self.event_split is not None:
+            shares = self.event_split
+            if min(shares) < 0 or shares[0] == 0 or shares[2] == 0 or abs(sum(shares) - 1) > 1e-6:
+                raise ValueError(
+                    "--event-split needs three shares that sum to 1, with train and test "
+                    f"above 0, got {' '.join(map(str, shares))}")
+        if not 0.0 <= self.rotation <= 180.0:
+            raise ValueError(f"--rotation must be in [0, 180] degrees, got {self.rotation}")
+        if not 0.0 <= self.channel_shift <= 255.0:
+            raise ValueError(f"--channel-shift must be in [0, 255], got {self.channel_shift}")
+        low, high = self.brightness
+        if not 0.0 <= low <= high:
+            raise ValueError(f"--brightness needs 0 <= LOW <= HIGH, got {low} {high}")
+        options = get_dataset_spec(self.dataset).options
+        for name, (datasets, default) in _DATASET_OPTIONS.items():
+            if name not in options and getattr(self, name) not in (None, default):
+                raise ValueError(f"--{_flag(name)} applies to --dataset {datasets} only")
         if self.weights not in (None, "imagenet", "none"):
             if not os.path.isfile(self.weights):
                 raise ValueError(f"--weights: no such file: {self.weights}")
@@ -127,8 +176,30 @@ class TrainConfig:
     def default_run_name(self):
         return f"{self.dataset}-{self.occlusion}-{self.backbone}-seed{self.seed}"
 
+    def augmentation(self):
+        """The training augmentation this config asks for, or None."""
+        from .augmentation import Augmentation
+
+        if not self.augment:
+            return None
+        return Augmentation(self.flip, self.rotation, self.channel_shift, tuple(self.brightness))
+
+    def dataset_options(self):
+        """Keyword options for ``datasets.load_dataset``."""
+        return {name: getattr(self, name) for name in get_dataset_spec(self.dataset).options}
+
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+# Dataset-specific flags: the datasets they apply to, and their value when not given.
+_DATASET_OPTIONS = {
+    "crop_to_box": ("cars", False),
+    "aircraft_level": ("aircraft", None),
+    "remove_banner": ("aircraft", False),
+    "event_split": ("egofoodplaces", None),
+}
+_DATASET_OPTION_DEFAULTS = {"aircraft_level": "variant", "event_split": (0.7, 0.1, 0.2)}
 
 
 def _flag(name):
@@ -152,24 +223,34 @@ def build_parser(cls=TrainConfig, prog="train.py", description=None):
         meta = field.metadata
         flag = f"--{_flag(field.name)}"
         if field.type is bool:
-            parser.add_argument(flag, action="store_true", help=meta["help"])
+            # A switch that is on by default gets a --no-... form.
+            action = argparse.BooleanOptionalAction if field.default else "store_true"
+            parser.add_argument(flag, action=action, default=field.default, help=meta["help"])
             continue
-        kind = field.type if field.type in (int, float, str) else _optional_type(field.type)
+        kind, count = _value_type(field.type)
         parser.add_argument(
-            flag, type=kind, default=field.default, choices=meta.get("choices"),
+            flag, type=kind, default=field.default, choices=meta.get("choices"), nargs=count,
             help=meta["help"], metavar=None if meta.get("choices") else field.name.upper(),
         )
     return parser
 
 
-def _optional_type(annotation):
-    for kind in (int, float, str):
-        if kind in getattr(annotation, "__args__", ()):
-            return kind
+def _value_type(annotation):
+    """(element type, nargs) of a field: int, float, str, a tuple of them, or Optional."""
+    if annotation in (int, float, str):
+        return annotation, None
+    if typing.get_origin(annotation) is tuple:
+        kinds = typing.get_args(annotation)
+        return kinds[0], len(kinds)
+    for option in typing.get_args(annotation):
+        if option is not type(None):
+            return _value_type(option)
     raise TypeError(f"unsupported field type {annotation}")
 
 
 def parse_config(argv=None, cls=TrainConfig):
     """Parse a command line into a resolved config (argparse exits 2 on a bad flag)."""
-    args = build_parser(cls).parse_args(argv)
-    return cls(**vars(args)).resolved()
+    args = vars(build_parser(cls).parse_args(argv))
+    # nargs gives lists; the config holds tuples (as its defaults do).
+    args = {key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}
+    return cls(**args).resolved()

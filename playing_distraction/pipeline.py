@@ -1,40 +1,247 @@
-"""tf.data pipelines from in-memory uint8 images: to [0, 1] RGB at the model's size.
+"""Input pipeline: decode and resize once into a cache, then batch, augment, prefetch.
 
-Decoded, resized images are cached in memory; training batches are shuffled with a
-seed (the same seed gives the same batches) and drop the last incomplete batch, so
-every step sees a full batch of the configured size.
+``prepare`` turns a ``layouts.Part`` (image files or in-memory arrays) into one
+uint8 array (N, size, size, 3) of RGB images at the model's input size: files are
+decoded in parallel by ``tf.data`` (JPEG, PNG, BMP, GIF; grayscale and CMYK become
+RGB), optionally cropped, and resized. The array lives in memory, or in a ``.npy``
+file under a cache folder that later runs (the repetitions of a protocol) reuse.
+A file that cannot be decoded is skipped and counted, or stops the run.
+
+``make_dataset`` then streams batches of indices into that array: seeded shuffling
+of indices (not images, so shuffling needs no second copy), batches with
+``drop_remainder`` for training, the paper's augmentation as batched TF ops
+(``augmentation.py``), images scaled to [0, 1] (the model's input space,
+PAPERS.md §1), and prefetching.
 """
 
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
 import tensorflow as tf
 
+from .errors import UserError
 
-def to_model_input(image, size):
-    """uint8 (H, W) or (H, W, C) -> float32 (size, size, 3) in [0, 1]."""
+CACHE_VERSION = 1  # bump when decoding or resizing changes, to retire old cache files
+DECODE_BATCH = 64
+
+
+def fit_image(image, size, box=None, trim_bottom=0):
+    """uint8 (H, W) or (H, W, C) -> uint8 (size, size, 3) RGB.
+
+    trim_bottom rows are cut first (at least one row stays), then the ``box``
+    ``(x0, y0, x1, y1)`` is cropped (clamped to the image; an empty box keeps the
+    whole image), then the image is resized bilinearly - antialiased when shrinking -
+    to a square, as the paper's 224×224 inputs are, and rounded to uint8.
+    """
     image = tf.convert_to_tensor(image)
     if image.shape.rank == 2:
         image = image[..., None]
-    image = tf.cast(image, tf.float32) / 255.0
     if image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
-    # Antialiasing matters only when shrinking; when enlarging it equals plain
-    # bilinear up to float rounding (white would come out as 0.9999999).
-    shrinking = image.shape[0] is None or min(image.shape[0], image.shape[1]) > size
-    image = tf.image.resize(image, (size, size), method="bilinear", antialias=shrinking)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    if trim_bottom:
+        image = image[: tf.maximum(tf.shape(image)[0] - trim_bottom, 1)]
+    if box is not None:
+        box = tf.cast(box, tf.int32)
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        x0, x1 = tf.clip_by_value(box[0], 0, width), tf.clip_by_value(box[2], 0, width)
+        y0, y1 = tf.clip_by_value(box[1], 0, height), tf.clip_by_value(box[3], 0, height)
+        empty = tf.logical_or(x1 <= x0, y1 <= y0)
+        image = tf.cond(empty, lambda: image, lambda: image[y0:y1, x0:x1])
+    # Antialiasing acts on a side that shrinks (a wide image may shrink one side and
+    # enlarge the other); on a side that grows it is plain bilinear.
+    resized = tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear",
+                              antialias=True)
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
-def make_dataset(part, image_size, batch_size, training, seed=None):
-    """Batches of (images, labels) from a ``datasets.Part``.
+def decode_file(path):
+    """An image file -> uint8 (H, W, 3); the first frame of an animated GIF."""
+    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
-    training=True: reshuffled every epoch from ``seed``, incomplete last batch dropped.
-    training=False: in order, every image kept.
+
+def to_unit_range(images):
+    """uint8 -> float32 in [0, 1]: 0 is black and 1 exactly white."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def to_model_input(image, size):
+    """One uint8 image (H, W) or (H, W, C) -> float32 (size, size, 3) in [0, 1]."""
+    return to_unit_range(fit_image(image, size))
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Decoded images at the model's size, their labels, and the files skipped."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    skipped: list
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def file_dataset(part, size):
+    """(index, uint8 image) for every readable file of ``part``, in order, decoded in
+    parallel; unreadable files are dropped (``prepare`` counts them by index)."""
+    columns = [np.arange(len(part)), part.paths]
+    if part.boxes is not None:
+        columns.append(part.boxes.astype(np.int32))
+
+    def load(index, path, box=None):
+        return index, fit_image(decode_file(path), size, box, part.trim_bottom)
+
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(columns))
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.ignore_errors()
+
+
+def _array_dataset(part, size):
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(part)), part.images))
+    return dataset.map(lambda index, image: (index, fit_image(image, size)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _decode_error(path):
+    """TensorFlow's reason for not decoding ``path``, without its op bookkeeping."""
+    try:
+        decode_file(path)
+    except tf.errors.OpError as error:
+        message = error.message.splitlines()[0] if error.message else ""
+        message = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", message)
+        return message or type(error).__name__
+    return "could not be decoded"
+
+
+def _cache_key(part, size):
+    """A digest of everything that determines the decoded array: the files (path,
+    size, modification time), crops, trim, output size and decoder version."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION} size={size} trim={part.trim_bottom}".encode())
+    for path in part.paths:
+        stat = os.stat(path)
+        digest.update(f"\n{path}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    if part.boxes is not None:
+        digest.update(np.ascontiguousarray(part.boxes, np.int64).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=None):
+    """Decode and resize every image of ``part`` once; see the module docstring.
+
+    on_bad_image: "skip" drops an unreadable file and lists it in ``skipped``
+    (path, reason); "error" raises a UserError naming it. log: a callable that
+    receives one progress line, or None.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((part.images, part.labels.astype("int32")))
-    dataset = dataset.map(
-        lambda image, label: (to_model_input(image, image_size), label),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    ).cache()
+    if on_bad_image not in ("skip", "error"):
+        raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
+    if part.images is not None:
+        images, kept = _fill(_array_dataset(part, size), len(part), size)
+        return Prepared(images, part.labels[kept], [])
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"{_cache_key(part, size)}"
+        cached = _read_cache(cache)
+        if cached is not None:
+            images, kept = cached
+            if log:
+                log(f"{name}: {len(kept)} images at {size} px from the cache {cache}.npy")
+            return _finish(part, images, kept, on_bad_image, name, log)
+    start = time.perf_counter()
+    images, kept = _fill(file_dataset(part, size), len(part), size, cache)
+    if log:
+        seconds = time.perf_counter() - start
+        log(f"{name}: decoded {len(part)} images at {size} px in {seconds:.0f} s "
+            f"({len(part) / max(seconds, 1e-9):.0f} images/s)")
+    return _finish(part, images, kept, on_bad_image, name, log)
+
+
+def _fill(dataset, count, size, cache=None):
+    """Write the (index, image) stream into one array, compacted; returns (array, kept)."""
+    shape = (count, size, size, 3)
+    if cache is None:
+        array = np.empty(shape, np.uint8)
+    else:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(cache.name + ".partial.npy")
+        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+    kept, position = [], 0
+    for indices, images in dataset.batch(DECODE_BATCH).prefetch(2).as_numpy_iterator():
+        array[position:position + len(indices)] = images
+        kept.append(indices)
+        position += len(indices)
+    kept = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    if cache is not None:
+        array.flush()
+        del array
+        os.replace(partial, cache.with_suffix(".npy"))
+        # Written last: a cache without its index file is incomplete and not used.
+        cache.with_suffix(".json").write_text(json.dumps({"kept": kept.tolist()}))
+        array = np.load(cache.with_suffix(".npy"), mmap_mode="r")
+    return array[:len(kept)], kept
+
+
+def _read_cache(cache):
+    try:
+        kept = np.array(json.loads(cache.with_suffix(".json").read_text())["kept"], np.int64)
+        images = np.load(cache.with_suffix(".npy"), mmap_mode="r")
+    except (OSError, ValueError, KeyError):
+        return None
+    return images[:len(kept)], kept
+
+
+def _finish(part, images, kept, on_bad_image, name, log):
+    bad = np.setdiff1d(np.arange(len(part)), kept)
+    if bad.size and on_bad_image == "error":
+        path = part.paths[bad[0]]
+        raise UserError(
+            f"cannot decode image {path}: {_decode_error(path)} ({bad.size} unreadable in "
+            f"{name}; --on-bad-image skip leaves them out)")
+    skipped = [(str(part.paths[index]), _decode_error(part.paths[index])) for index in bad]
+    if skipped and log:
+        log(f"{name}: skipped {len(skipped)} unreadable image(s) of {len(part)}, "
+            f"e.g. {skipped[0][0]}: {skipped[0][1]}")
+    return Prepared(images, part.labels[kept], skipped)
+
+
+def make_dataset(images, labels, batch_size, training, seed=None, indices=None,
+                 augmentation=None):
+    """Batches of (float32 images in [0, 1], int32 labels) from prepared images.
+
+    indices: which items, in which multiplicity (a split, or an oversampled one);
+    default all. training=True: indices reshuffled every epoch from ``seed``, the
+    incomplete last batch dropped, ``augmentation`` applied with seeds drawn from
+    ``seed``. training=False: in order, every item kept, no augmentation.
+    """
+    labels = np.asarray(labels, np.int32)
+    indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    size = images.shape[1:]
+
+    def fetch(batch):
+        # NumPy fancy indexing reads a memory-mapped cache without loading all of it.
+        order = np.asarray(batch)
+        return np.asarray(images[order]), labels[order]
+
+    def load(batch):
+        pixels, targets = tf.numpy_function(fetch, [batch], (tf.uint8, tf.int32), stateful=False)
+        pixels.set_shape((None, *size))
+        targets.set_shape((None,))
+        return to_unit_range(pixels), targets
+
+    dataset = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
     if training:
-        dataset = dataset.shuffle(len(part), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training and augmentation is not None and augmentation.active:
+        # One random value per batch, a new sequence every epoch, the same for a seed.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(
+            lambda batch, draw: (augmentation(batch[0], tf.stack([draw, 0])), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -16,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from .backbones import build_classifier
-from .datasets import load_dataset, split_train_validation
+from .datasets import load_dataset
 from .errors import UserError
-from .pipeline import make_dataset
+from .pipeline import make_dataset, prepare
+from .splits import oversample, split_train_validation
 from .schemes import DistractionModel
 
 
@@ -91,29 +92,66 @@ def compile_model(model, config):
     )
 
 
+def prepare_data(config, log=None):
+    """Read the dataset, decode it once at the model's size, and split it.
+
+    Returns (class_names, {"train", "validation", "test"} -> (Prepared, indices or
+    None), skipped files). Validation is the dataset's own split where it has one,
+    else a seeded, stratified share of the official training set; oversampling
+    touches the training indices only.
+    """
+    data = load_dataset(config.dataset, config.data_dir, **config.dataset_options())
+    prepared = {
+        name: prepare(part, config.image_size, config.cache_dir, config.on_bad_image,
+                      f"{config.dataset} {name}", log)
+        for name, part in data.parts().items()
+    }
+    train = prepared["train"]
+    if "validation" in prepared:
+        train_idx, validation = np.arange(len(train)), (prepared["validation"], None)
+    else:
+        train_idx, val_idx = split_train_validation(
+            train.labels, config.validation_fraction, config.seed)
+        validation = (train, val_idx) if len(val_idx) else None
+    train_idx = train_idx[oversample(train.labels[train_idx], config.oversample, config.seed)]
+    if len(train_idx) < config.batch_size:
+        raise UserError(
+            f"--batch-size {config.batch_size} exceeds the {len(train_idx)} training images")
+    splits = {"train": (train, train_idx), "validation": validation, "test": (prepared["test"], None)}
+    skipped = [{"split": name, "path": path, "reason": reason}
+               for name, part in prepared.items() for path, reason in part.skipped]
+    return data.class_names, splits, skipped
+
+
+def _count(split):
+    if split is None:
+        return 0
+    prepared, indices = split
+    return len(prepared) if indices is None else len(indices)
+
+
 def run_training(config):
     """Train one model as ``config`` says; returns the run folder."""
-    data = load_dataset(config.dataset, config.data_dir)
-    train_part, val_part = split_train_validation(
-        data.train, config.validation_fraction, config.seed)
-    if len(train_part) < config.batch_size:
-        raise UserError(
-            f"--batch-size {config.batch_size} exceeds the {len(train_part)} training images")
+    class_names, splits, skipped = prepare_data(config, log=print if config.verbose else None)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if _switch(config.mixed_precision) else "float32")
     try:
         keras.utils.set_random_seed(config.seed)
-        classifier, model = build_model(config, data.num_classes)
+        classifier, model = build_model(config, len(class_names))
         compile_model(model, config)
         # The folder is made only once data and model are known to be good, so a
         # user error leaves nothing behind.
         run_dir = create_run_dir(config)
-        saved = config.to_dict() | {"run_name": run_dir.name, "class_names": list(data.class_names)}
+        saved = config.to_dict() | {"run_name": run_dir.name, "class_names": list(class_names)}
         (run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
-        size, batch = config.image_size, config.batch_size
-        train_ds = make_dataset(train_part, size, batch, training=True, seed=config.seed)
-        val_ds = make_dataset(val_part, size, batch, training=False) if val_part else None
-        test_ds = make_dataset(data.test, size, batch, training=False)
+        datasets = {}
+        for name, split in splits.items():
+            if split is not None:
+                prepared, indices = split
+                datasets[name] = make_dataset(
+                    prepared.images, prepared.labels, config.batch_size, training=name == "train",
+                    seed=config.seed, indices=indices, augmentation=config.augmentation())
+        val_ds = datasets.get("validation")
         callbacks = [EpochTimer(), keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
         if val_ds is not None:
             callbacks.insert(1, keras.callbacks.EarlyStopping(
@@ -121,11 +159,11 @@ def run_training(config):
                 restore_best_weights=True))
         start = time.perf_counter()
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.epochs,
+            datasets["train"], validation_data=val_ds, epochs=config.epochs,
             callbacks=callbacks, verbose=config.verbose, shuffle=False,  # shuffled by tf.data
         ).history
         train_seconds = time.perf_counter() - start
-        test = model.evaluate(test_ds, verbose=0, return_dict=True)
+        test = model.evaluate(datasets["test"], verbose=0, return_dict=True)
         classifier.save(run_dir / "model.keras")
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -134,9 +172,10 @@ def run_training(config):
     metrics = {
         "test_accuracy": float(test["accuracy"]),
         "test_loss": float(test["loss"]),
-        "test_images": len(data.test),
-        "train_images": len(train_part),
-        "validation_images": len(val_part) if val_part else 0,
+        "test_images": _count(splits["test"]),
+        "train_images": _count(splits["train"]),
+        "validation_images": _count(splits["validation"]),
+        "skipped_images": skipped,
         "epochs_run": len(monitored),
         "best_epoch": int(np.argmax(monitored)) + 1,
         "best_val_accuracy": float(np.max(monitored)) if val_ds is not None else None,

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from playing_distraction.backbones import build_classifier  # noqa: E402
-from playing_distraction.datasets import Part, write_fashion_mnist  # noqa: E402
+from playing_distraction.layouts import Part, write_fashion_mnist  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,16 @@ def error_line(done):
     (["--threshold", "high"], "argument --threshold: invalid float value: 'high'"),
     (["--probability", "-0.1"], "--probability must be in [0, 1], got -0.1"),
     (["--backbone", "vgg16"], "argument --backbone: invalid choice: 'vgg16'"),
-    (["--dataset", "cars"], "argument --dataset: invalid choice: 'cars'"),
+    (["--dataset", "birds"], "argument --dataset: invalid choice: 'birds'"),
+    (["--crop-to-box"], "--crop-to-box applies to --dataset cars only"),
+    (["--aircraft-level", "family"], "--aircraft-level applies to --dataset aircraft only"),
+    (["--dataset", "egofoodplaces", "--event-split", "0.5", "0.1", "0.1"],
+     "--event-split needs three shares that sum to 1"),
+    (["--event-split", "0.7"], "argument --event-split: expected 3 arguments"),
+    (["--brightness", "1.5", "0.5"], "--brightness needs 0 <= LOW <= HIGH, got 1.5 0.5"),
+    (["--rotation", "-5"], "--rotation must be in [0, 180] degrees, got -5.0"),
+    (["--oversample", "-1"], "--oversample must be 0 or more, got -1"),
+    (["--on-bad-image", "ignore"], "argument --on-bad-image: invalid choice: 'ignore'"),
     (["--weights", "missing.weights.h5"], "--weights: no such file: missing.weights.h5"),
     (["--epochs", "0"], "--epochs must be positive, got 0"),
     (["--image-size", "8"], "--image-size 8 is below the 16 pixels that small_cnn needs"),
@@ -56,11 +65,58 @@ def test_unreadable_weights_file_is_one_line_and_leaves_no_run(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_dataset_folder_names_the_path_and_layout(tmp_path):
-    done = run(["--dataset", "fashion-mnist", "--data-dir", "nowhere"], tmp_path)
+@pytest.mark.parametrize("dataset, layout", [
+    ("fashion-mnist", "train-images-idx3-ubyte.gz"),
+    ("cars", "devkit/cars_meta.mat"),
+    ("aircraft", "fgvc-aircraft-2013b/data/"),
+    ("egofoodplaces", "path,label,event"),
+    ("folder", "train/<class>/"),
+])
+def test_missing_dataset_folder_names_the_path_and_layout(tmp_path, dataset, layout):
+    done = run(["--dataset", dataset, "--data-dir", "nowhere"], tmp_path)
     assert done.returncode == 1
     line = error_line(done)
-    assert "nowhere does not exist" in line and "train-images-idx3-ubyte.gz" in line
+    assert "nowhere" in line and layout in line, line
+
+
+def write_folder_dataset(root, per_class=6, size=40):
+    """train/<class>/ and test/<class>/ JPEGs of three colours, plus one corrupt file."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", 2)):
+        for label, colour in (("blue", (255, 0, 0)), ("green", (0, 255, 0)), ("red", (0, 0, 255))):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                image = np.clip(np.array(colour) * 0.8 + rng.normal(0, 20, (size, size, 3)), 0, 255)
+                cv2.imwrite(str(folder / f"{index}.jpg"), image.astype(np.uint8))
+    corrupt = root / "train" / "red" / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    return corrupt
+
+
+def test_folder_dataset_trains_and_counts_a_corrupt_image(tmp_path):
+    corrupt = write_folder_dataset(tmp_path / "shapes")
+    args = ["--dataset", "folder", "--data-dir", "shapes", "--backbone", "small_cnn",
+            "--weights", "none", "--epochs", "1", "--batch-size", "4", "--out-dir", "out",
+            "--run-name", "r", "--cache-dir", "cache"]
+    done = run(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "skipped 1 unreadable image(s) of 19" in done.stdout and str(corrupt) in done.stdout
+    metrics = json.loads((tmp_path / "out" / "r" / "metrics.json").read_text())
+    assert [entry["path"] for entry in metrics["skipped_images"]] == [str(corrupt)]
+    # 18 readable training images: 14 train / 4 validation (stratified 25 %), 6 test.
+    assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (13, 5, 6)
+    config = json.loads((tmp_path / "out" / "r" / "config.json").read_text())
+    assert config["class_names"] == ["blue", "green", "red"] and config["image_size"] == 32
+    assert list((tmp_path / "cache").glob("*.npy"))
+
+    stopped = run([*args[:-4], "--run-name", "s", "--on-bad-image", "error"], tmp_path)
+    assert stopped.returncode == 1
+    assert error_line(stopped).startswith(f"train.py: error: cannot decode image {corrupt}")
+    assert not (tmp_path / "out" / "s").exists()
 
 
 def test_train_writes_a_complete_run_and_never_overwrites(tmp_path, fashion_dir):

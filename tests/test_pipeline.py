@@ -2,14 +2,19 @@
 
 import numpy as np
 
-from playing_distraction.datasets import Part
-from playing_distraction.pipeline import make_dataset, to_model_input
+from playing_distraction.layouts import Part
+from playing_distraction.pipeline import make_dataset, prepare, to_model_input
 
 
 def gray_part(count, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (count, 28, 28)).astype(np.uint8)
     return Part(images, np.arange(count, dtype=np.int64))
+
+
+def pipeline(part, size, batch_size, training, seed=None, **options):
+    prepared = prepare(part, size)
+    return make_dataset(prepared.images, prepared.labels, batch_size, training, seed, **options)
 
 
 def batches(dataset):
@@ -23,7 +28,7 @@ def label_order(dataset):
 def test_make_dataset_batches_are_float32_rgb_in_unit_range():
     part = gray_part(10)
     for training in (True, False):
-        for images, labels in batches(make_dataset(part, 32, 4, training=training, seed=0)):
+        for images, labels in batches(pipeline(part, 32, 4, training=training, seed=0)):
             assert images.dtype == np.float32 and images.shape[1:] == (32, 32, 3)
             assert labels.dtype == np.int32
             assert images.min() >= 0.0 and images.max() <= 1.0
@@ -36,7 +41,7 @@ def test_make_dataset_batches_are_float32_rgb_in_unit_range():
 
 
 def test_training_drops_incomplete_last_batch():
-    result = batches(make_dataset(gray_part(10), 32, 4, training=True, seed=0))
+    result = batches(pipeline(gray_part(10), 32, 4, training=True, seed=0))
     assert [len(labels) for _, labels in result] == [4, 4]
     seen = np.concatenate([labels for _, labels in result])
     assert len(set(seen.tolist())) == 8 and set(seen.tolist()) <= set(range(10))
@@ -44,7 +49,7 @@ def test_training_drops_incomplete_last_batch():
 
 def test_evaluation_keeps_every_image_in_order():
     part = gray_part(10)
-    result = batches(make_dataset(part, 32, 4, training=False))
+    result = batches(pipeline(part, 32, 4, training=False))
     assert [len(labels) for _, labels in result] == [4, 4, 2]
     np.testing.assert_array_equal(np.concatenate([labels for _, labels in result]),
                                   np.arange(10))
@@ -55,22 +60,22 @@ def test_evaluation_keeps_every_image_in_order():
 
 def test_same_seed_same_batches_and_reshuffled_every_epoch():
     part = gray_part(40)
-    first = make_dataset(part, 32, 8, training=True, seed=123)
-    second = make_dataset(part, 32, 8, training=True, seed=123)
+    first = pipeline(part, 32, 8, training=True, seed=123)
+    second = pipeline(part, 32, 8, training=True, seed=123)
     first_epochs = [label_order(first), label_order(first)]
     second_epochs = [label_order(second), label_order(second)]
     for a, b in zip(first_epochs, second_epochs):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first_epochs[0], first_epochs[1])
     assert not np.array_equal(first_epochs[0], np.arange(40))  # actually shuffled
-    other = make_dataset(part, 32, 8, training=True, seed=124)
+    other = pipeline(part, 32, 8, training=True, seed=124)
     assert not np.array_equal(label_order(other), first_epochs[0])
 
 
 def test_black_maps_to_zero_and_white_to_exactly_one():
     part = Part(np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)]),
                 np.array([0, 1]))
-    (images, _), = batches(make_dataset(part, 32, 2, training=False))
+    (images, _), = batches(pipeline(part, 32, 2, training=False))
     assert np.all(images[0] == 0.0) and np.all(images[1] == 1.0)
 
 

@@ -1,0 +1,120 @@
+"""Splits and sampling over labels: validation split, event split, oversampling, k-shot.
+
+Functions take integer labels and return index arrays (sorted, so that items keep
+their file order), which ``pipeline.make_dataset`` reads from the decoded images
+without copying them. All are seeded: the same seed gives the same indices.
+
+This module does not import TensorFlow.
+"""
+
+import numpy as np
+
+from .errors import UserError
+
+
+def split_train_validation(labels, fraction, seed):
+    """Seeded, class-stratified split of the official training set (PAPERS.md §1,
+    Sec. 4.3: 75 % train / 25 % validation). Returns (train, validation) indices;
+    validation is empty when ``fraction`` is 0."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(labels))
+    if fraction == 0:
+        return indices, indices[:0]
+    try:
+        train, validation = train_test_split(
+            indices, test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError as error:
+        raise UserError(f"cannot split a {fraction:.0%} validation set: {error}") from None
+    return np.sort(train), np.sort(validation)
+
+
+def oversample(labels, k, seed):
+    """Training indices with every class smaller than the k-th largest class topped
+    up to that class's count (PAPERS.md §1, EgoFoodPlaces; k = 4 in the paper).
+
+    A class is repeated whole as often as it fits, and the remainder is drawn without
+    replacement, so no image is used more than once above the others. k = 0: no change.
+    """
+    labels = np.asarray(labels)
+    indices = np.arange(len(labels))
+    if k == 0:
+        return indices
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    target = np.sort(counts[present])[::-1][min(k, len(present)) - 1]
+    rng = np.random.default_rng(seed)
+    extra = []
+    for label in present:
+        members = np.flatnonzero(labels == label)
+        missing = target - len(members)
+        if missing <= 0:
+            continue
+        whole, rest = divmod(missing, len(members))
+        extra += [np.tile(members, whole), rng.choice(members, rest, replace=False)]
+    return np.sort(np.concatenate([indices, *extra])) if extra else indices
+
+
+def split_by_events(part, fractions, seed, source="the manifest"):
+    """Split a ``layouts.Part`` with ``events`` into train / validation / test parts so
+    that no event is in two splits (EgoFoodPlaces: 70/10/20 of the images).
+
+    Events are visited in a seeded random order, largest first, and each goes to the
+    split whose per-class image counts it brings closest to their targets, so the
+    splits are as class-stratified as whole events allow.
+    """
+    fractions = np.asarray(fractions, np.float64)
+    events, event_of = np.unique(part.events, return_inverse=True)
+    if "" in events:
+        raise UserError(f"{source}: every image needs an event id for an event split")
+    num_classes = int(part.labels.max()) + 1
+    per_event = np.zeros((len(events), num_classes))
+    np.add.at(per_event, (event_of, part.labels), 1)
+    target = fractions[:, None] * per_event.sum(axis=0)[None, :]
+    current = np.zeros_like(target)
+    order = np.random.default_rng(seed).permutation(len(events))
+    order = order[np.argsort(-per_event[order].sum(axis=1), kind="stable")]
+    split_of_event = np.empty(len(events), np.int64)
+    for event in order:
+        counts = per_event[event]
+        # Change of the squared distance to the targets if the event joins each split.
+        cost = ((current + counts - target) ** 2 - (current - target) ** 2).sum(axis=1)
+        cost[fractions == 0] = np.inf
+        chosen = int(np.argmin(cost))
+        split_of_event[event] = chosen
+        current[chosen] += counts
+    split_of_image = split_of_event[event_of]
+    names = ("train", "validation", "test")
+    return {name: part.take(np.flatnonzero(split_of_image == number))
+            for number, name in enumerate(names) if np.any(split_of_image == number)}
+
+
+def k_shot_split(labels, k, seed, validation=5, test=5):
+    """k training, ``validation`` validation and ``test`` test images of every class,
+    drawn without replacement (the few-shot protocol of PAPERS.md §2). Returns three
+    disjoint sorted index arrays; a class with too few images is an error."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = ([], [], [])
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < k + validation + test:
+            raise UserError(
+                f"class {label} has {len(members)} images; {k}-shot needs "
+                f"{k} + {validation} + {test}")
+        drawn = rng.permutation(members)
+        for target, (start, stop) in zip(chosen, ((0, k), (k, k + validation),
+                                                  (k + validation, k + validation + test))):
+            target.append(drawn[start:stop])
+    return tuple(np.sort(np.concatenate(group)) for group in chosen)
+
+
+def balanced_subset(part, per_class, seed):
+    """``per_class`` items of every class of a ``layouts.Part``, drawn without
+    replacement, in file order (how the embedded Fashion-MNIST subset is made)."""
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(np.flatnonzero(part.labels == label), per_class, replace=False)
+        for label in np.unique(part.labels)
+    ]
+    return part.take(np.sort(np.concatenate(chosen)))
