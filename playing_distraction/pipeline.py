@@ -87,9 +87,14 @@ class Prepared:
         return len(self.labels)
 
 
-def file_dataset(part, size):
-    """(index, uint8 image) for every readable file of ``part``, in order, decoded in
-    parallel; unreadable files are dropped (``prepare`` counts them by index)."""
+def source_dataset(part, size):
+    """(index, uint8 image at ``size``) for every readable image of ``part``, in order,
+    decoded and resized in parallel; unreadable files are dropped (``prepare`` counts
+    them by index)."""
+    if part.images is not None:
+        dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(part)), part.images))
+        return dataset.map(lambda index, image: (index, fit_image(image, size)),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     columns = [np.arange(len(part)), part.paths]
     if part.boxes is not None:
         columns.append(part.boxes.astype(np.int32))
@@ -100,12 +105,6 @@ def file_dataset(part, size):
     dataset = tf.data.Dataset.from_tensor_slices(tuple(columns))
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.ignore_errors()
-
-
-def _array_dataset(part, size):
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(part)), part.images))
-    return dataset.map(lambda index, image: (index, fit_image(image, size)),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _decode_error(path):
@@ -141,7 +140,7 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
     if on_bad_image not in ("skip", "error"):
         raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
     if part.images is not None:
-        images, kept = _fill(_array_dataset(part, size), len(part), size)
+        images, kept = _fill(source_dataset(part, size), len(part), size)
         return Prepared(images, part.labels[kept], [])
     cache = None
     if cache_dir is not None:
@@ -153,7 +152,7 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
                 log(f"{name}: {len(kept)} images at {size} px from the cache {cache}.npy")
             return _finish(part, images, kept, on_bad_image, name, log)
     start = time.perf_counter()
-    images, kept = _fill(file_dataset(part, size), len(part), size, cache)
+    images, kept = _fill(source_dataset(part, size), len(part), size, cache)
     if log:
         seconds = time.perf_counter() - start
         log(f"{name}: decoded {len(part)} images at {size} px in {seconds:.0f} s "

@@ -259,7 +259,7 @@ def test_cache_writes_npy_and_json_and_is_reused_without_decoding(cached_files, 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(pipeline, "file_dataset", no_decoding)
+    monkeypatch.setattr(pipeline, "source_dataset", no_decoding)
     messages = []
     second = prepare(part, SIZE, cache_dir=cache, log=messages.append)
     np.testing.assert_array_equal(second.images, first.images)
