@@ -405,10 +405,11 @@ def _parts_from_rows(rows, source, class_names=None):
             raise UserError(f"{source}:{row.line}: label {row.label!r} has no training images")
         grouped.setdefault(row.split, []).append(row)
     _check_files_exist([row.path for row in rows], source)
+    has_events = any(row.event is not None for row in rows)
     parts = {
         split: Part(None, np.array([index[row.label] for row in group], np.int64),
                     np.array([row.path for row in group]),
-                    events=np.array([row.event or "" for row in group]))
+                    events=np.array([row.event or "" for row in group]) if has_events else None)
         for split, group in grouped.items()
     }
     return class_names, parts

@@ -101,6 +101,12 @@ def prepare_data(config, log=None):
     touches the training indices only.
     """
     data = load_dataset(config.dataset, config.data_dir, **config.dataset_options())
+    if data.validation is None and data.train.events is not None and config.validation_fraction:
+        # A share of images would put parts of one event in training and validation.
+        raise UserError(
+            f"dataset {config.dataset} has no validation split by events; give validation a "
+            "share in --event-split (or val rows in the manifest's split column), or pass "
+            "--validation-fraction 0")
     prepared = {
         name: prepare(part, config.image_size, config.cache_dir, config.on_bad_image,
                       f"{config.dataset} {name}", log)

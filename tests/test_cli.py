@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from playing_distraction.cli import train_main
+from playing_distraction.datasets import load_dataset
 
 TRAIN = str(Path(__file__).resolve().parent.parent / "train.py")
 
@@ -81,8 +84,6 @@ def test_missing_dataset_folder_names_the_path_and_layout(tmp_path, dataset, lay
 
 def write_folder_dataset(root, per_class=6, size=40):
     """train/<class>/ and test/<class>/ JPEGs of three colours, plus one corrupt file."""
-    import cv2
-    import numpy as np
 
     rng = np.random.default_rng(0)
     for split, count in (("train", per_class), ("test", 2)):
@@ -173,3 +174,47 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, fashion_dir):
                        "--epochs", "1", "--verbose", "0"])
     assert code == 1
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def write_egofoodplaces(root, events_per_class=(4, 4, 2), images_per_event=3):
+    """A manifest.csv path,label,event over tiny JPEGs; class sizes 12, 12 and 6."""
+    root.mkdir(parents=True)
+    lines = ["path,label,event"]
+    for label, events in zip(("bakery", "bar", "pub"), events_per_class):
+        for event in range(events):
+            for image in range(images_per_event):
+                path = f"{label}/{event}-{image}.jpg"
+                (root / label).mkdir(exist_ok=True)
+                cv2.imwrite(str(root / path), np.full((12, 16, 3), 40 * len(label), np.uint8))
+                lines.append(f"{path},{label},{label}-{event}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_egofoodplaces_trains_with_event_split_and_oversampling(tmp_path):
+    write_egofoodplaces(tmp_path / "ego")
+    code = train_main(["--dataset", "egofoodplaces", "--data-dir", str(tmp_path / "ego"),
+                       "--backbone", "small_cnn", "--weights", "none", "--image-size", "32",
+                       "--epochs", "1", "--batch-size", "4", "--oversample", "2",
+                       "--event-split", "0.5", "0.25", "0.25", "--verbose", "0",
+                       "--out-dir", str(tmp_path / "out"), "--run-name", "r"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "r" / "metrics.json").read_text())
+    data = load_dataset("egofoodplaces", tmp_path / "ego", event_split=(0.5, 0.25, 0.25))
+    counts = np.bincount(data.train.labels, minlength=3)
+    second_largest = np.sort(counts)[-2]
+    assert metrics["train_images"] == np.maximum(counts, second_largest).sum() > len(data.train)
+    assert metrics["validation_images"] == len(data.validation) > 0
+    assert metrics["test_images"] == len(data.test) > 0
+    assert len(data.train) + len(data.validation) + len(data.test) == 30
+    config = json.loads((tmp_path / "out" / "r" / "config.json").read_text())
+    assert config["oversample"] == 2 and config["event_split"] == [0.5, 0.25, 0.25]
+
+
+def test_egofoodplaces_refuses_an_image_level_validation_split(tmp_path, capsys):
+    write_egofoodplaces(tmp_path / "ego")
+    code = train_main(["--dataset", "egofoodplaces", "--data-dir", str(tmp_path / "ego"),
+                       "--backbone", "small_cnn", "--weights", "none", "--event-split", "0.8",
+                       "0", "0.2", "--out-dir", str(tmp_path / "out")])
+    assert code == 1
+    assert "no validation split by events" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
