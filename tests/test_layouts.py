@@ -522,23 +522,18 @@ def test_manifest_empty_label_or_event(tmp_path, column):
     assert f"empty '{('label', 'event')[column - 1]}'" in message
 
 
-def test_manifest_bad_split_value(tmp_path):
+@pytest.mark.parametrize("row, value, line, detail", [
+    (3, "training", 5, "'training'"),  # not a split name
+    (9, "", 11, "empty 'split'"),      # a split on some lines only
+])
+def test_manifest_bad_split_column(tmp_path, row, value, line, detail):
     splits = given_splits(EGO_ROWS)
-    splits[3] = "training"
+    splits[row] = value
     root = write_ego(tmp_path / "ego", splits=splits)
     with pytest.raises(UserError) as info:
         read_egofoodplaces(root)
     message = str(info.value)
-    assert f"{root / 'manifest.csv'}:5:" in message and "'training'" in message
-
-
-def test_manifest_split_on_some_lines_only(tmp_path):
-    splits = given_splits(EGO_ROWS)
-    splits[9] = ""
-    root = write_ego(tmp_path / "ego", splits=splits)
-    with pytest.raises(UserError) as info:
-        read_egofoodplaces(root)
-    assert f"{root / 'manifest.csv'}:11:" in str(info.value)
+    assert f"{root / 'manifest.csv'}:{line}:" in message and detail in message
 
 
 def test_manifest_row_with_extra_field_is_user_error(tmp_path):
