@@ -72,7 +72,9 @@ class TrainConfig:
     beta_1: float = _field(0.9, "Adam beta_1")
     beta_2: float = _field(0.999, "Adam beta_2")
     epsilon: float = _field(7e-7, "Adam epsilon")
-    image_size: int | None = _field(None, "square input size (default: the backbone's)")
+    image_size: int | None = _field(
+        None, "square input size (default: the dataset's, 250 for egofoodplaces, else the "
+        "backbone's)")
     validation_fraction: float = _field(
         0.25, "share of the official training set held out for validation (stratified); "
         "unused where the dataset has its own validation split")

@@ -123,7 +123,10 @@ def _cache_key(part, size):
     size, modification time), crops, trim, output size and decoder version."""
     digest = hashlib.sha256(f"v{CACHE_VERSION} size={size} trim={part.trim_bottom}".encode())
     for path in part.paths:
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise UserError(f"cannot read image file {path}: {error.strerror}") from None
         digest.update(f"\n{path}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
     if part.boxes is not None:
         digest.update(np.ascontiguousarray(part.boxes, np.int64).tobytes())
@@ -145,14 +148,18 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{_cache_key(part, size)}"
-        cached = _read_cache(cache)
+        cached = _read_cache(cache, size)
         if cached is not None:
             images, kept = cached
             if log:
                 log(f"{name}: {len(kept)} images at {size} px from the cache {cache}.npy")
             return _finish(part, images, kept, on_bad_image, name, log)
     start = time.perf_counter()
-    images, kept = _fill(source_dataset(part, size), len(part), size, cache)
+    try:
+        images, kept = _fill(source_dataset(part, size), len(part), size, cache)
+    except OSError as error:  # only the cache files can raise it here
+        raise UserError(f"cannot write the image cache in {cache_dir}: "
+                        f"{error.strerror or error}") from None
     if log:
         seconds = time.perf_counter() - start
         log(f"{name}: decoded {len(part)} images at {size} px in {seconds:.0f} s "
@@ -185,12 +192,14 @@ def _fill(dataset, count, size, cache=None):
     return array[:len(kept)], kept
 
 
-def _read_cache(cache):
+def _read_cache(cache, size):
     try:
         kept = np.array(json.loads(cache.with_suffix(".json").read_text())["kept"], np.int64)
         images = np.load(cache.with_suffix(".npy"), mmap_mode="r")
     except (OSError, ValueError, KeyError):
         return None
+    if images.ndim != 4 or images.shape[1:3] != (size, size) or len(images) < len(kept):
+        return None  # not what this key promises: decode again
     return images[:len(kept)], kept
 
 

@@ -319,3 +319,19 @@ def test_incomplete_cache_files_are_not_used(cached_files):
     np.save(cache / f"{key}.npy", garbage)
     np.testing.assert_array_equal(prepare(part, SIZE, cache_dir=cache).images, expected)
     assert (cache / f"{key}.json").exists()
+
+
+def test_cache_of_the_wrong_shape_is_decoded_again(cached_files):
+    part, cache = cached_files
+    expected = prepare(part, SIZE, cache_dir=cache).images.copy()
+    key = cache_files(cache, "*.json")[0][: -len(".json")]
+    np.save(cache / f"{key}.npy", np.zeros((3, SIZE + 1, SIZE + 1, 3), np.uint8))
+    np.testing.assert_array_equal(prepare(part, SIZE, cache_dir=cache).images, expected)
+
+
+def test_unwritable_cache_folder_is_a_user_error(cached_files, tmp_path):
+    part, _ = cached_files
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match=f"cannot write the image cache in {re.escape(str(blocker))}"):
+        prepare(part, SIZE, cache_dir=blocker / "cache")
