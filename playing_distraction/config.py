@@ -41,7 +41,8 @@ class TrainConfig:
         False, "aircraft: cut the 20-pixel copyright banner from the bottom of every image")
     event_split: tuple[float, float, float] | None = _field(
         None, "egofoodplaces: train, validation and test shares of the split by events "
-        "(default 0.7 0.1 0.2; a split column in the manifest takes precedence)")
+        "(default 0.7 0.1 0.2; a split column in the manifest takes precedence)",
+        metavar=("TRAIN", "VAL", "TEST"))
     oversample: int | None = _field(
         None, "oversample every class smaller than the k-th largest to its size, training "
         "split only; 0 turns it off (default: 4 for egofoodplaces, else 0)")
@@ -84,7 +85,8 @@ class TrainConfig:
     channel_shift: float = _field(
         30.0, "augmentation: intensity shift by up to this much either way, on the 0-255 scale")
     brightness: tuple[float, float] = _field(
-        (0.5, 1.5), "augmentation: brightness factor range LOW HIGH (1 1: none)")
+        (0.5, 1.5), "augmentation: brightness factor range LOW HIGH (1 1: none)",
+        metavar=("LOW", "HIGH"))
     seed: int = _field(0, "seed of the split, the shuffling, the weights and the occlusion draws")
     out_dir: str = _field("models", "folder that receives the run folder")
     run_name: str | None = _field(
@@ -208,6 +210,15 @@ def _flag(name):
     return name.replace("_", "-")
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless its help already says what the default is."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one line, without the usage block."""
 
@@ -219,7 +230,7 @@ def build_parser(cls=TrainConfig, prog="train.py", description=None):
     """An argument parser with one ``--flag`` per dataclass field, defaults shown."""
     parser = _OneLineParser(
         prog=prog, description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     for field in dataclasses.fields(cls):
         meta = field.metadata
@@ -232,7 +243,8 @@ def build_parser(cls=TrainConfig, prog="train.py", description=None):
         kind, count = _value_type(field.type)
         parser.add_argument(
             flag, type=kind, default=field.default, choices=meta.get("choices"), nargs=count,
-            help=meta["help"], metavar=None if meta.get("choices") else field.name.upper(),
+            help=meta["help"],
+            metavar=meta.get("metavar", None if meta.get("choices") else field.name.upper()),
         )
     return parser
 
