@@ -218,13 +218,19 @@ def _finish(part, images, kept, on_bad_image, name, log):
 
 
 def make_dataset(images, labels, batch_size, training, seed=None, indices=None,
-                 augmentation=None):
+                 augmentation=None, epochs=None):
     """Batches of (float32 images in [0, 1], int32 labels) from prepared images.
 
     indices: which items, in which multiplicity (a split, or an oversampled one);
-    default all. training=True: indices reshuffled every epoch from ``seed``, the
-    incomplete last batch dropped, ``augmentation`` applied with seeds drawn from
-    ``seed``. training=False: in order, every item kept, no augmentation.
+    default all. training=False: in order, every item kept, no augmentation.
+
+    training=True: full batches of a permutation of the indices, augmented. Each
+    epoch's permutation and augmentation are a function of (``seed``, epoch key) only:
+    - ``epochs=None``: one epoch per iteration over the dataset, with a new key each
+      time (drawn from ``seed``), as a reshuffling dataset behaves;
+    - ``epochs=(first, stop)``: the batches of epochs first..stop-1 as one stream,
+      for ``fit(steps_per_epoch=len(indices) // batch_size, initial_epoch=first)``.
+      A run resumed at epoch k sees exactly the batches it would have seen.
     """
     labels = np.asarray(labels, np.int32)
     indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
@@ -241,15 +247,35 @@ def make_dataset(images, labels, batch_size, training, seed=None, indices=None,
         targets.set_shape((None,))
         return to_unit_range(pixels), targets
 
-    dataset = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
-    if training:
-        dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if training and augmentation is not None and augmentation.active:
-        # One random value per batch, a new sequence every epoch, the same for a seed.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda batch, draw: (augmentation(batch[0], tf.stack([draw, 0])), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not training:
+        dataset = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
+        dataset = dataset.batch(batch_size).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    steps = len(indices) // batch_size
+    items = tf.constant(indices.astype(np.int64))
+
+    def epoch_batches(key):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)])
+        order = tf.gather(items, tf.argsort(tf.random.stateless_uniform([len(indices)], epoch_seed)))
+        batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
+        batch_seeds = tf.data.Dataset.range(steps).map(
+            lambda number: tf.random.experimental.stateless_fold_in(epoch_seed, number))
+        return tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(batches), batch_seeds)
+
+    if epochs is None:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    else:
+        keys = tf.data.Dataset.range(*epochs)
+    augment = augmentation is not None and augmentation.active
+
+    def load_and_augment(batch, batch_seed):
+        pixels, targets = load(batch)
+        return (augmentation(pixels, batch_seed) if augment else pixels), targets
+
+    dataset = keys.flat_map(epoch_batches).map(
+        load_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -100,3 +100,27 @@ def test_to_model_input_grayscale_downsizes_and_repeats_channel():
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
     np.testing.assert_allclose(out[:, :15, 1], 0.0, atol=1e-6)
     np.testing.assert_allclose(out[:, 17:, 1], 200 / 255, atol=1e-6)
+
+
+def test_epoch_stream_resumes_with_exactly_the_batches_of_later_epochs():
+    """A run resumed at epoch k sees the batches the uninterrupted run saw there."""
+    from playing_distraction.augmentation import Augmentation
+
+    prepared = prepare(gray_part(20), 32)
+    options = dict(training=True, seed=5, augmentation=Augmentation())
+
+    def stream(first, stop):
+        return batches(make_dataset(prepared.images, prepared.labels, 8, epochs=(first, stop),
+                                    **options))
+
+    whole = stream(0, 3)
+    assert len(whole) == 3 * 2  # 20 // 8 full batches per epoch
+    resumed = stream(0, 1) + stream(1, 3)
+    for (images, labels), (again, labels_again) in zip(whole, resumed):
+        np.testing.assert_array_equal(labels, labels_again)
+        np.testing.assert_array_equal(images, again)
+    # Every epoch is a new permutation: no epoch repeats the first one's batches.
+    first_epoch = np.concatenate([labels for _, labels in whole[:2]])
+    for epoch in (1, 2):
+        later = np.concatenate([labels for _, labels in whole[2 * epoch: 2 * epoch + 2]])
+        assert len(set(later.tolist())) == 16 and not np.array_equal(later, first_epoch)
