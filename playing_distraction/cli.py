@@ -3,6 +3,7 @@ and a non-zero exit; flags are checked before TensorFlow is imported."""
 
 import json
 import os
+import statistics
 import sys
 
 from .config import parse_config
@@ -22,18 +23,26 @@ def train_main(argv=None):
     except (ValueError, UserError) as error:
         return _fail(prog, error, 2)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .training import run_training
+    from .training import run_protocol
 
+    log = print if config.verbose else None
     try:
-        run_dir = run_training(config)
+        run_dirs = run_protocol(config, log=log)
     except UserError as error:
         return _fail(prog, error, 1)
     except KeyboardInterrupt:
-        return _fail(prog, "interrupted; the run folder holds no metrics.json", 130)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(
-        f"{run_dir}: test accuracy {metrics['test_accuracy']:.4f} "
-        f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
-        f"{metrics['train_seconds']:.0f} s)"
-    )
+        return _fail(prog, "interrupted; run the same command with --resume to continue "
+                           "from the last finished epoch", 130)
+    accuracies = []
+    for run_dir in run_dirs:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        accuracies.append(metrics["test_accuracy"])
+        print(
+            f"{run_dir}: test accuracy {metrics['test_accuracy']:.4f} "
+            f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
+            f"{metrics['train_seconds']:.0f} s)"
+        )
+    if len(accuracies) > 1:
+        print(f"test accuracy over {len(accuracies)} runs: {statistics.mean(accuracies):.4f} "
+              f"± {statistics.stdev(accuracies):.4f} (mean ± std)")
     return 0

@@ -88,6 +88,13 @@ class TrainConfig:
         (0.5, 1.5), "augmentation: brightness factor range LOW HIGH (1 1: none)",
         metavar=("LOW", "HIGH"))
     seed: int = _field(0, "seed of the split, the shuffling, the weights and the occlusion draws")
+    repeats: int = _field(
+        1, "seeded repetitions: seeds SEED, SEED+1, ..., each with its own validation split "
+        "and run folder (the paper: 5)")
+    resume: bool = _field(
+        False, "continue the runs of this command where they stopped: an unfinished run "
+        "folder of the same name resumes after its last finished epoch, a finished one is "
+        "skipped")
     out_dir: str = _field("models", "folder that receives the run folder")
     run_name: str | None = _field(
         None, "run folder name (default: <dataset>-<occlusion>-<backbone>-seed<seed>, "
@@ -138,7 +145,7 @@ class TrainConfig:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(
                 f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
-        for name in ("patience", "batch_size", "epochs", "image_size"):
+        for name in ("patience", "batch_size", "epochs", "image_size", "repeats"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "patience" else 1):
                 raise ValueError(f"--{_flag(name)} must be positive, got {value}")

@@ -77,11 +77,13 @@ def to_model_input(image, size):
 
 @dataclasses.dataclass
 class Prepared:
-    """Decoded images at the model's size, their labels, and the files skipped."""
+    """Decoded images at the model's size, their labels, what each item is (its
+    file, or its position in the part), and the files skipped."""
 
     images: np.ndarray
     labels: np.ndarray
     skipped: list
+    items: np.ndarray
 
     def __len__(self):
         return len(self.labels)
@@ -144,7 +146,7 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
         raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
     if part.images is not None:
         images, kept = _fill(source_dataset(part, size), len(part), size)
-        return Prepared(images, part.labels[kept], [])
+        return Prepared(images, part.labels[kept], [], kept)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{_cache_key(part, size)}"
@@ -214,7 +216,7 @@ def _finish(part, images, kept, on_bad_image, name, log):
     if skipped and log:
         log(f"{name}: skipped {len(skipped)} unreadable image(s) of {len(part)}, "
             f"e.g. {skipped[0][0]}: {skipped[0][1]}")
-    return Prepared(images, part.labels[kept], skipped)
+    return Prepared(images, part.labels[kept], skipped, part.paths[kept])
 
 
 def make_dataset(images, labels, batch_size, training, seed=None, indices=None,

@@ -1,11 +1,17 @@
-"""One training run: config -> data -> classifier -> scheme -> fit -> run folder.
+"""Training runs: config -> data -> classifier -> scheme -> fit -> run folder.
 
-The run folder holds ``config.json`` (resolved, written first), ``history.csv`` (per
-epoch), ``model.keras`` (the plain classifier) and ``metrics.json`` (written last, so
-its presence marks a finished run). An existing folder is never replaced unless the
-config says ``overwrite``, and then only if it is a run folder.
+``run_protocol`` trains ``--repeats`` seeded repetitions on data decoded once;
+``run_training`` trains one. A run folder holds ``config.json`` (resolved, written
+first), ``history.csv`` (per epoch), ``checkpoint.npz`` while training (see
+``checkpoints.py``), then ``model.keras`` (the plain classifier), ``predictions.csv``
+(per test image: label, prediction, class probabilities) and ``metrics.json``
+(written last, so its presence marks a finished run). An existing folder is never
+replaced unless the config says ``overwrite`` (and then only a run folder), and
+with ``resume`` an unfinished run continues from its last finished epoch.
 """
 
+import csv
+import dataclasses
 import json
 import shutil
 import time
@@ -16,11 +22,16 @@ import numpy as np
 import tensorflow as tf
 
 from .backbones import build_classifier
+from .checkpoints import CHECKPOINT, Checkpoint, EarlyStopping, restore
 from .datasets import load_dataset
 from .errors import UserError
 from .pipeline import make_dataset, prepare
-from .splits import oversample, split_train_validation
 from .schemes import DistractionModel
+from .splits import oversample, split_train_validation
+
+# Flags that may differ between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"resume", "verbose", "overwrite", "repeats", "out_dir", "run_name",
+                      "data_dir", "cache_dir"}
 
 
 def has_gpu():
@@ -31,22 +42,41 @@ def _switch(value):
     return has_gpu() if value == "auto" else value == "on"
 
 
-def create_run_dir(config):
-    """Make the run folder; a default name gets a number if taken, a given one is an error."""
+def run_name(config):
+    """The run folder name: --run-name (with the seed appended for repetitions) or
+    <dataset>-<occlusion>-<backbone>-seed<seed>."""
+    if config.run_name is None:
+        return config.default_run_name
+    return config.run_name if config.repeats == 1 else f"{config.run_name}-seed{config.seed}"
+
+
+def open_run_dir(config):
+    """The run folder and the state it is in: "new", "resume" or "finished".
+
+    Without ``resume``: a default name gets a number if taken, a given name that
+    exists is an error unless ``overwrite``. With ``resume``: the folder of that name
+    is continued (if its config matches), skipped if finished, or made.
+    """
     out_dir = Path(config.out_dir)
-    if config.run_name is not None:
-        run_dir = out_dir / config.run_name
-        if run_dir.exists():
-            if not config.overwrite:
-                raise UserError(
-                    f"run folder {run_dir} exists; choose another --run-name or pass --overwrite")
-            if not (run_dir / "config.json").is_file():
-                raise UserError(
-                    f"--overwrite refused: {run_dir} is not a run folder (no config.json)")
-            shutil.rmtree(run_dir)
-    else:
-        base = config.default_run_name
-        run_dir, number = out_dir / base, 1
+    run_dir = out_dir / run_name(config)
+    if run_dir.exists() and config.resume:
+        saved = _saved_config(run_dir)
+        changed = sorted(key for key, value in config.to_dict().items()
+                         if key not in _RESUMABLE_CHANGES
+                         and json.loads(json.dumps(value)) != saved.get(key))
+        if changed:
+            flags = ", ".join(f"--{key.replace('_', '-')}" for key in changed)
+            raise UserError(f"cannot resume {run_dir}: it was started with other {flags}")
+        return run_dir, "finished" if (run_dir / "metrics.json").is_file() else "resume"
+    if run_dir.exists() and config.run_name is not None:
+        if not config.overwrite:
+            raise UserError(
+                f"run folder {run_dir} exists; choose another --run-name, pass --overwrite, "
+                "or --resume to continue it")
+        _saved_config(run_dir, "--overwrite refused")
+        shutil.rmtree(run_dir)
+    elif run_dir.exists():
+        base, number = run_dir.name, 1
         while run_dir.exists():
             number += 1
             run_dir = out_dir / f"{base}-{number}"
@@ -54,7 +84,14 @@ def create_run_dir(config):
         run_dir.mkdir(parents=True)
     except OSError as error:
         raise UserError(f"cannot create run folder {run_dir}: {error.strerror}") from None
-    return run_dir
+    return run_dir, "new"
+
+
+def _saved_config(run_dir, refusal="cannot resume"):
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{refusal}: {run_dir} is not a run folder (no readable config.json)") from None
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -92,14 +129,23 @@ def compile_model(model, config):
     )
 
 
-def prepare_data(config, log=None):
-    """Read the dataset, decode it once at the model's size, and split it.
+@dataclasses.dataclass
+class PreparedData:
+    """A dataset decoded once at the model's input size, shared by repetitions."""
 
-    Returns (class_names, {"train", "validation", "test"} -> (Prepared, indices or
-    None), skipped files). Validation is the dataset's own split where it has one,
-    else a seeded, stratified share of the official training set; oversampling
-    touches the training indices only.
-    """
+    name: str
+    class_names: tuple
+    parts: dict
+    has_events: bool
+
+    @property
+    def skipped(self):
+        return [{"split": name, "path": path, "reason": reason}
+                for name, part in self.parts.items() for path, reason in part.skipped]
+
+
+def prepare_data(config, log=None):
+    """Read the dataset and decode every image once (see ``pipeline.prepare``)."""
     data = load_dataset(config.dataset, config.data_dir, **config.dataset_options())
     if data.validation is None and data.train.events is not None and config.validation_fraction:
         # A share of images would put parts of one event in training and validation.
@@ -107,14 +153,22 @@ def prepare_data(config, log=None):
             f"dataset {config.dataset} has no validation split by events; give validation a "
             "share in --event-split (or val rows in the manifest's split column), or pass "
             "--validation-fraction 0")
-    prepared = {
+    parts = {
         name: prepare(part, config.image_size, config.cache_dir, config.on_bad_image,
                       f"{config.dataset} {name}", log)
         for name, part in data.parts().items()
     }
-    train = prepared["train"]
-    if "validation" in prepared:
-        train_idx, validation = np.arange(len(train)), (prepared["validation"], None)
+    return PreparedData(data.name, data.class_names, parts, data.train.events is not None)
+
+
+def split_data(data, config):
+    """{"train", "validation", "test"} -> (Prepared, indices or None) for this run's
+    seed. Validation is the dataset's own split where it has one, else a seeded,
+    stratified share of the official training set; oversampling touches the
+    training indices only."""
+    train = data.parts["train"]
+    if "validation" in data.parts:
+        train_idx, validation = np.arange(len(train)), (data.parts["validation"], None)
     else:
         train_idx, val_idx = split_train_validation(
             train.labels, config.validation_fraction, config.seed)
@@ -123,10 +177,8 @@ def prepare_data(config, log=None):
     if len(train_idx) < config.batch_size:
         raise UserError(
             f"--batch-size {config.batch_size} exceeds the {len(train_idx)} training images")
-    splits = {"train": (train, train_idx), "validation": validation, "test": (prepared["test"], None)}
-    skipped = [{"split": name, "path": path, "reason": reason}
-               for name, part in prepared.items() for path, reason in part.skipped]
-    return data.class_names, splits, skipped
+    return {"train": (train, train_idx), "validation": validation,
+            "test": (data.parts["test"], None)}
 
 
 def _count(split):
@@ -136,57 +188,118 @@ def _count(split):
     return len(prepared) if indices is None else len(indices)
 
 
-def run_training(config):
-    """Train one model as ``config`` says; returns the run folder."""
-    class_names, splits, skipped = prepare_data(config, log=print if config.verbose else None)
+def run_protocol(config, log=print):
+    """Train ``config.repeats`` repetitions with seeds seed, seed + 1, ...; the data
+    are decoded once. Returns the run folders, in seed order."""
+    data = prepare_data(config, log)
+    return [run_training(dataclasses.replace(config, seed=config.seed + number), data, log)
+            for number in range(config.repeats)]
+
+
+def run_training(config, data=None, log=print):
+    """Train one model as ``config`` says (its seed); returns the run folder."""
+    data = data if data is not None else prepare_data(config, log)
+    splits = split_data(data, config)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if _switch(config.mixed_precision) else "float32")
     try:
         keras.utils.set_random_seed(config.seed)
-        classifier, model = build_model(config, len(class_names))
+        classifier, model = build_model(config, len(data.class_names))
         compile_model(model, config)
         # The folder is made only once data and model are known to be good, so a
         # user error leaves nothing behind.
-        run_dir = create_run_dir(config)
-        saved = config.to_dict() | {"run_name": run_dir.name, "class_names": list(class_names)}
-        (run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
-        datasets = {}
-        for name, split in splits.items():
-            if split is not None:
-                prepared, indices = split
-                datasets[name] = make_dataset(
-                    prepared.images, prepared.labels, config.batch_size, training=name == "train",
-                    seed=config.seed, indices=indices, augmentation=config.augmentation())
-        val_ds = datasets.get("validation")
-        callbacks = [EpochTimer(), keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
-        if val_ds is not None:
-            callbacks.insert(1, keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", mode="max", patience=config.patience,
-                restore_best_weights=True))
-        start = time.perf_counter()
-        history = model.fit(
-            datasets["train"], validation_data=val_ds, epochs=config.epochs,
-            callbacks=callbacks, verbose=config.verbose, shuffle=False,  # shuffled by tf.data
-        ).history
-        train_seconds = time.perf_counter() - start
-        test = model.evaluate(datasets["test"], verbose=0, return_dict=True)
+        run_dir, state = open_run_dir(config)
+        if state == "finished":
+            if log:
+                log(f"{run_dir}: finished before, skipped")
+            return run_dir
+        stopper = None
+        if splits["validation"] is not None:
+            stopper = EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
+                                    restore_best_weights=True)
+        first_epoch, stopped = restore(run_dir, model, stopper) if state == "resume" else (0, False)
+        if first_epoch:
+            _truncate_history(run_dir / "history.csv", first_epoch)
+            if log:
+                log(f"{run_dir}: resuming after epoch {first_epoch}")
+        else:
+            saved = config.to_dict() | {"run_name": run_dir.name,
+                                        "class_names": list(data.class_names)}
+            (run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
+        history = _fit(model, config, splits, run_dir, stopper,
+                       config.epochs if stopped else first_epoch)
+        test_set = _dataset(splits["test"], config, training=False)
+        test = model.evaluate(test_set, verbose=0, return_dict=True)
+        probabilities = keras.ops.convert_to_numpy(
+            keras.ops.softmax(keras.ops.cast(classifier.predict(test_set, verbose=0), "float32")))
         classifier.save(run_dir / "model.keras")
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
+    test_part = splits["test"][0]
+    _write_predictions(run_dir / "predictions.csv", test_part, probabilities)
     monitored = history.get("val_accuracy", history["accuracy"])
     metrics = {
-        "test_accuracy": float(test["accuracy"]),
+        "test_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == test_part.labels)),
         "test_loss": float(test["loss"]),
         "test_images": _count(splits["test"]),
         "train_images": _count(splits["train"]),
         "validation_images": _count(splits["validation"]),
-        "skipped_images": skipped,
+        "skipped_images": data.skipped,
         "epochs_run": len(monitored),
         "best_epoch": int(np.argmax(monitored)) + 1,
-        "best_val_accuracy": float(np.max(monitored)) if val_ds is not None else None,
+        "best_val_accuracy": float(np.max(monitored)) if stopper is not None else None,
         "seconds_per_epoch": float(np.mean(history["seconds"])),
-        "train_seconds": train_seconds,
+        "train_seconds": float(np.sum(history["seconds"])),
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
     return run_dir
+
+
+def _dataset(split, config, training, epochs=None):
+    prepared, indices = split
+    return make_dataset(prepared.images, prepared.labels, config.batch_size, training=training,
+                        seed=config.seed, indices=indices, augmentation=config.augmentation(),
+                        epochs=epochs)
+
+
+def _fit(model, config, splits, run_dir, stopper, first_epoch):
+    """Fit from ``first_epoch``; returns the whole history (all epochs) from history.csv."""
+    steps = _count(splits["train"]) // config.batch_size
+    train_set = _dataset(splits["train"], config, True, epochs=(first_epoch, config.epochs))
+    val_set = None if splits["validation"] is None else _dataset(splits["validation"], config, False)
+    history_file = run_dir / "history.csv"
+    callbacks = [EpochTimer()]
+    if stopper is not None:
+        callbacks.append(stopper)
+    callbacks += [keras.callbacks.CSVLogger(str(history_file), append=first_epoch > 0),
+                  Checkpoint(run_dir, stopper)]
+    model.fit(train_set, validation_data=val_set, epochs=config.epochs,
+              initial_epoch=first_epoch, steps_per_epoch=steps, callbacks=callbacks,
+              verbose=config.verbose, shuffle=False)  # shuffled by make_dataset
+    return _read_history(history_file)
+
+
+def _read_history(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else ())}
+
+
+def _truncate_history(path, epochs):
+    """Keep the header and the first ``epochs`` rows (an interruption between the
+    history row and the checkpoint of an epoch would otherwise repeat the row)."""
+    if path.is_file():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[: epochs + 1]))
+
+
+def _write_predictions(path, part, probabilities):
+    """One row per test image: item (file or index), label, prediction, p0..pK-1."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["item", "label", "prediction",
+                         *(f"p{k}" for k in range(probabilities.shape[1]))])
+        for item, label, row in zip(part.items, part.labels, probabilities):
+            writer.writerow([item, int(label), int(np.argmax(row)), *(f"{p:.6g}" for p in row)])
