@@ -46,3 +46,32 @@ def train_main(argv=None):
         print(f"test accuracy over {len(accuracies)} runs: {statistics.mean(accuracies):.4f} "
               f"± {statistics.stdev(accuracies):.4f} (mean ± std)")
     return 0
+
+
+def evaluate_main(argv=None):
+    """``evaluate.py``: tables of test metrics, per-class TPR and cost from run folders."""
+    import argparse
+
+    from .reports import load_methods, write_reports
+
+    prog = "evaluate.py"
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Paper-style tables (Markdown, LaTeX, CSV) from run folders: "
+        "mean ± std over runs, best value in bold, paired t-test against the baseline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--baseline", nargs="+", required=True, metavar="RUN",
+                        help="run folders of the baseline (e.g. models/cars-none-*)")
+    parser.add_argument("--method", nargs="+", action="append", default=[], metavar="RUN",
+                        help="run folders of one method; repeat for every method")
+    parser.add_argument("--out-dir", default="reports", help="folder for the tables")
+    parser.error = lambda message: parser.exit(2, f"{prog}: error: {message}\n")
+    args = parser.parse_args(argv)
+    try:
+        methods = load_methods(args.baseline, args.method)
+        tables = write_reports(methods, args.out_dir)
+    except UserError as error:
+        return _fail(prog, error, 1)
+    print(tables["metrics"].markdown())
+    print(f"tables written to {args.out_dir}/: metrics, per_class_tpr, cost (.md, .tex, .csv) "
+          "and runs.csv")
+    return 0

@@ -1,0 +1,325 @@
+"""Paper-style tables from run folders: rows of results in, Markdown, LaTeX and CSV out.
+
+A run folder (``training.py``) holds its resolved config, its metrics and the
+per-image test predictions; every number here is recomputed from the predictions
+(``metrics.py``), so a table can be re-made at any time without re-training.
+Runs are grouped by method; a table has metric rows and one column per method,
+cells "mean ± std" over the runs (sample standard deviation), the best mean of a
+row in bold, and the paired t-test of each method's accuracy against the baseline
+(Morales et al., 2021, Tables 1-3, 5, 6; PAPERS.md §1).
+
+This module does not import TensorFlow.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .metrics import classification_metrics, paired_t_test
+
+ALPHA = 0.05
+METHOD_NAMES = {"none": "baseline", "zero": "0-occlusion", "one": "1-occlusion",
+                "random": "R-occlusion"}
+METRIC_ROWS = (
+    ("accuracy", "Accuracy"),
+    ("precision_macro", "Precision (macro)"),
+    ("recall_macro", "Recall (macro)"),
+    ("f1_macro", "F1 (macro)"),
+    ("precision_weighted", "Precision (weighted)"),
+    ("recall_weighted", "Recall (weighted)"),
+    ("f1_weighted", "F1 (weighted)"),
+    ("top5_accuracy", "Top-5 accuracy"),
+)
+COST_ROWS = (("epochs_run", "Epochs", 1), ("seconds_per_epoch", "Seconds per epoch", 1))
+
+
+@dataclasses.dataclass
+class Run:
+    path: Path
+    config: dict
+    metrics: dict
+    items: list
+    labels: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def seed(self):
+        return self.config["seed"]
+
+    def scores(self):
+        return classification_metrics(self.labels, self.probabilities)
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"missing {path}: is {Path(path).parent} a finished run folder?") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+
+
+def read_predictions(path, num_classes):
+    """(items, labels, probabilities) from a run's predictions.csv."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise UserError(f"missing {path}: the run has no saved test predictions") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    expected = ["item", "label", "prediction", *(f"p{k}" for k in range(num_classes))]
+    if not rows or rows[0] != expected:
+        raise UserError(f"{path}:1: expected the header {','.join(expected[:4])},...,"
+                        f"p{num_classes - 1}")
+    items, labels, probabilities = [], [], []
+    for number, row in enumerate(rows[1:], start=2):
+        try:
+            if len(row) != len(expected):
+                raise ValueError(f"{len(row)} fields")
+            label = int(row[1])
+            if not 0 <= label < num_classes:
+                raise ValueError(f"label {label} out of range")
+            probabilities.append([float(value) for value in row[3:]])
+        except ValueError as error:
+            raise UserError(f"{path}:{number}: {error}") from None
+        items.append(row[0])
+        labels.append(label)
+    if not items:
+        raise UserError(f"{path} holds no predictions")
+    return items, np.array(labels), np.array(probabilities)
+
+
+def load_run(path):
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"no run folder {path}")
+    config = _read_json(path / "config.json")
+    metrics = _read_json(path / "metrics.json")
+    for name, record, keys in (("config.json", config, ("dataset", "seed", "class_names")),
+                               ("metrics.json", metrics, ("epochs_run", "seconds_per_epoch"))):
+        missing = [key for key in keys if not isinstance(record, dict) or key not in record]
+        if missing:
+            raise UserError(f"{path / name} lacks {', '.join(missing)}: not written by train.py?")
+    items, labels, probabilities = read_predictions(
+        path / "predictions.csv", len(config["class_names"]))
+    return Run(path, config, metrics, items, labels, probabilities)
+
+
+@dataclasses.dataclass
+class Method:
+    name: str
+    runs: list
+
+
+def method_name(config):
+    return METHOD_NAMES.get(config.get("occlusion"), config.get("occlusion", "?"))
+
+
+def load_methods(baseline, methods):
+    """Methods from lists of run folders: the baseline first, then each method, named
+    from its runs' configs. All runs must share the dataset, classes and test set."""
+    groups = [("baseline", baseline)] + [(None, group) for group in methods]
+    loaded, names = [], set()
+    for name, paths in groups:
+        runs = [load_run(path) for path in paths]
+        kinds = sorted({method_name(run.config) for run in runs})
+        if len(kinds) > 1:
+            flag = "--baseline" if name else "one --method"
+            raise UserError(f"{flag} got runs of several methods ({', '.join(kinds)}); give "
+                            "each method its own --method")
+        name = name or kinds[0]
+        base, number = name, 1
+        while name in names:
+            number += 1
+            name = f"{base} ({number})"
+        names.add(name)
+        loaded.append(Method(name, runs))
+    _check_comparable([run for method in loaded for run in method.runs])
+    return loaded
+
+
+def _check_comparable(runs):
+    first = runs[0]
+    for run in runs[1:]:
+        for key, what in (("dataset", "datasets"), ("class_names", "class lists")):
+            if run.config.get(key) != first.config.get(key):
+                raise UserError(f"{run.path} and {first.path} have different {what}; "
+                                "compare runs of one dataset")
+        if run.items != first.items or not np.array_equal(run.labels, first.labels):
+            raise UserError(f"{run.path} and {first.path} were tested on different images")
+
+
+# ------------------------------------------------------------------ tables
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
+          "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+          "^": r"\textasciicircum{}", "±": r"$\pm$", "<": r"$<$", ">": r"$>$"}
+
+
+@dataclasses.dataclass
+class Table:
+    """Rendered cells with their marks; ``bold`` holds (row, column) positions."""
+
+    title: str
+    corner: str
+    rows: list
+    columns: list
+    cells: list
+    bold: set = dataclasses.field(default_factory=set)
+    note: str = ""
+
+    def markdown(self):
+        lines = [f"**{self.title}**", "",
+                 "| " + " | ".join([self.corner, *self.columns]) + " |",
+                 "|" + "---|" * (len(self.columns) + 1)]
+        for r, (name, cells) in enumerate(zip(self.rows, self.cells)):
+            cells = [cell.replace("|", "\\|") for cell in cells]
+            shown = [f"**{cell}**" if (r, c) in self.bold else cell for c, cell in enumerate(cells)]
+            lines.append("| " + " | ".join([name.replace("|", "\\|"), *shown]) + " |")
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines) + "\n"
+
+    def latex(self):
+        def escape(text):
+            return "".join(_LATEX.get(char, char) for char in text)
+
+        lines = [r"\begin{table}", r"\centering", f"\\caption{{{escape(self.title)}}}",
+                 r"\begin{tabular}{l" + "c" * len(self.columns) + "}", r"\hline",
+                 " & ".join(escape(text) for text in [self.corner, *self.columns]) + r" \\",
+                 r"\hline"]
+        for r, (name, cells) in enumerate(zip(self.rows, self.cells)):
+            shown = [f"\\textbf{{{escape(cell)}}}" if (r, c) in self.bold else escape(cell)
+                     for c, cell in enumerate(cells)]
+            lines.append(" & ".join([escape(name), *shown]) + r" \\")
+        lines += [r"\hline", r"\end{tabular}"]
+        if self.note:
+            lines.append(f"\\par\\smallskip{{\\footnotesize {escape(self.note)}}}")
+        lines.append(r"\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def csv(self):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([self.corner, *self.columns])
+        for name, cells in zip(self.rows, self.cells):
+            writer.writerow([name, *cells])
+        return buffer.getvalue()
+
+
+def mean_std(values, digits):
+    """"mean ± std" (sample std); one value alone has no spread to show."""
+    values = np.asarray(values, np.float64)
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def _best_columns(means):
+    # Equal means can differ in their last float bits (0.1 + 0.2 vs 0.15 + 0.15).
+    best = max(means)
+    return [c for c, mean in enumerate(means) if math.isclose(mean, best, rel_tol=1e-9, abs_tol=1e-12)]
+
+
+def metrics_table(methods, scores, digits=3):
+    """Tables 1, 3 and 5: metric rows × method columns, then the t-test row."""
+    rows, cells, bold = [], [], set()
+    for r, (key, label) in enumerate(METRIC_ROWS):
+        values = [[score[key] for score in scores[m.name]] for m in methods]
+        rows.append(label)
+        cells.append([mean_std(v, digits) for v in values])
+        bold |= {(r, c) for c in _best_columns([np.mean(v) for v in values])}
+    rows.append("p-value (paired t-test on accuracy vs baseline)")
+    cells.append(["—"] + [t_test_cell(methods[0], method, scores) for method in methods[1:]])
+    runs = ", ".join(f"{m.name}: {len(m.runs)}" for m in methods)
+    note = (f"Mean ± sample std over runs ({runs}); best mean in bold; * marks p < {ALPHA} "
+            "(two-tailed paired t-test, runs paired by seed).")
+    return Table("Test metrics", "Metric", rows, [m.name for m in methods], cells, bold, note)
+
+
+def t_test_cell(baseline, method, scores):
+    """The p-value of the method's accuracy against the baseline's, paired by seed;
+    "n/a" with fewer than two pairs or no spread."""
+    # On counts of correct images: the same p as on accuracies (t is scale-free),
+    # without float noise that would turn equal differences into a tiny spread.
+    def correct(run, score):
+        return round(score["accuracy"] * len(run.labels))
+
+    by_seed = {run.seed: correct(run, score)
+               for run, score in zip(baseline.runs, scores[baseline.name])}
+    pairs = [(correct(run, score), by_seed[run.seed])
+             for run, score in zip(method.runs, scores[method.name]) if run.seed in by_seed]
+    if len(pairs) < 2:
+        return "n/a"
+    statistic, p = paired_t_test(*zip(*pairs))
+    if not math.isfinite(statistic):  # no spread in the differences: no test
+        return "n/a"
+    return f"{p:.3f}{'*' if p < ALPHA else ''}"
+
+
+def per_class_table(methods, scores, class_names, digits=3):
+    """Table 6: the true-positive rate of every class, per method."""
+    cells, bold = [], set()
+    for k in range(len(class_names)):
+        values = [[score["per_class_tpr"][k] for score in scores[m.name]] for m in methods]
+        cells.append([mean_std(v, digits) for v in values])
+        bold |= {(k, c) for c in _best_columns([np.mean(v) for v in values])}
+    return Table("True-positive rate per class", "Class", list(class_names),
+                 [m.name for m in methods], cells, bold,
+                 "Mean ± sample std over runs; best mean in bold.")
+
+
+def cost_table(methods):
+    """Table 2: epochs run (early stopping) and seconds per epoch."""
+    cells = [[mean_std([run.metrics[key] for run in m.runs], digits) for m in methods]
+             for key, _, digits in COST_ROWS]
+    return Table("Training cost", "", [label for _, label, _ in COST_ROWS],
+                 [m.name for m in methods], cells, note="Mean ± sample std over runs.")
+
+
+def run_rows(methods, scores):
+    """One row per run: the data every table is made from."""
+    rows = []
+    for method in methods:
+        for run, score in zip(method.runs, scores[method.name]):
+            row = {"method": method.name, "run": str(run.path), "seed": run.seed}
+            row |= {key: score[key] for key, _ in METRIC_ROWS}
+            row |= {key: run.metrics.get(key) for key in ("epochs_run", "best_epoch",
+                                                          "seconds_per_epoch")}
+            rows.append(row)
+    return rows
+
+
+def write_reports(methods, out_dir):
+    """Compute every table, write them (.md, .tex, .csv) and runs.csv to ``out_dir``;
+    returns the tables by file stem."""
+    scores = {m.name: [run.scores() for run in m.runs] for m in methods}
+    class_names = methods[0].runs[0].config["class_names"]
+    tables = {"metrics": metrics_table(methods, scores),
+              "per_class_tpr": per_class_table(methods, scores, class_names),
+              "cost": cost_table(methods)}
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stem, table in tables.items():
+            for suffix, text in (("md", table.markdown()), ("tex", table.latex()),
+                                 ("csv", table.csv())):
+                (out_dir / f"{stem}.{suffix}").write_text(text)
+        rows = run_rows(methods, scores)
+        with open(out_dir / "runs.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as error:
+        raise UserError(f"cannot write the reports to {out_dir}: {error.strerror}") from None
+    return tables
