@@ -5,6 +5,7 @@ import json
 import os
 import statistics
 import sys
+from pathlib import Path
 
 from .config import parse_config
 from .errors import UserError
@@ -64,14 +65,37 @@ def evaluate_main(argv=None):
     parser.add_argument("--method", nargs="+", action="append", default=[], metavar="RUN",
                         help="run folders of one method; repeat for every method")
     parser.add_argument("--out-dir", default="reports", help="folder for the tables")
+    parser.add_argument("--no-models", action="store_true",
+                        help="tables from the saved predictions only: skip the robustness "
+                        "test and the inspection, which load every model and the test images")
+    parser.add_argument("--erase-seed", type=int, default=0,
+                        help="seed of the erased test set (the same for every model)")
+    parser.add_argument("--figure-images", type=int, default=4,
+                        help="test images in the Grad-CAM figure (0: no figure)")
     parser.error = lambda message: parser.exit(2, f"{prog}: error: {message}\n")
     args = parser.parse_args(argv)
+    if args.figure_images < 0:
+        return _fail(prog, "--figure-images must be 0 or more", 2)
     try:
         methods = load_methods(args.baseline, args.method)
-        tables = write_reports(methods, args.out_dir)
+        model_results = None
+        if not args.no_models:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            from .evaluation import evaluate_models
+
+            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+            model_results = evaluate_models(
+                methods, args.erase_seed, Path(args.out_dir) / "gradcam.png",
+                args.figure_images, log=print)
+        tables = write_reports(methods, args.out_dir, model_results)
     except UserError as error:
         return _fail(prog, error, 1)
-    print(tables["metrics"].markdown())
-    print(f"tables written to {args.out_dir}/: metrics, per_class_tpr, cost (.md, .tex, .csv) "
-          "and runs.csv")
+    except OSError as error:
+        return _fail(prog, f"cannot write to {args.out_dir}: {error.strerror}", 1)
+    for stem in ("metrics", "robustness", "inspection"):
+        if stem in tables:
+            print(tables[stem].markdown())
+    figure = " and gradcam.png" if model_results is not None and model_results.figure else ""
+    print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
+          f"runs.csv{figure}")
     return 0

@@ -231,8 +231,9 @@ def _best_columns(means):
     return [c for c, mean in enumerate(means) if math.isclose(mean, best, rel_tol=1e-9, abs_tol=1e-12)]
 
 
-def metrics_table(methods, scores, digits=3):
-    """Tables 1, 3 and 5: metric rows × method columns, then the t-test row."""
+def metrics_table(methods, scores, digits=3, title="Test metrics"):
+    """Tables 1, 3 and 5 (and 7 on the erased test set): metric rows × method
+    columns, then the t-test row."""
     rows, cells, bold = [], [], set()
     for r, (key, label) in enumerate(METRIC_ROWS):
         values = [[score[key] for score in scores[m.name]] for m in methods]
@@ -244,7 +245,7 @@ def metrics_table(methods, scores, digits=3):
     runs = ", ".join(f"{m.name}: {len(m.runs)}" for m in methods)
     note = (f"Mean ± sample std over runs ({runs}); best mean in bold; * marks p < {ALPHA} "
             "(two-tailed paired t-test, runs paired by seed).")
-    return Table("Test metrics", "Metric", rows, [m.name for m in methods], cells, bold, note)
+    return Table(title, "Metric", rows, [m.name for m in methods], cells, bold, note)
 
 
 def t_test_cell(baseline, method, scores):
@@ -287,6 +288,18 @@ def cost_table(methods):
                  [m.name for m in methods], cells, note="Mean ± sample std over runs.")
 
 
+def inspection_table(methods, heat_share, focus_area, digits=3):
+    """Per method, mean ± std over test images (all runs pooled): the share of the
+    image with Grad-CAM heat > th, and the focus-area coverage (PAPERS.md §3)."""
+    cells = [[mean_std(values[m.name], digits) for m in methods]
+             for values in (heat_share, focus_area)]
+    return Table("Model inspection", "", ["Share of the image with Grad-CAM heat > th",
+                                          "Focus area (channel mean above its mean)"],
+                 [m.name for m in methods], cells,
+                 note="Mean ± sample std over test images of every run; Grad-CAM for the "
+                      "true class at the backbone's Grad-CAM layer.")
+
+
 def run_rows(methods, scores):
     """One row per run: the data every table is made from."""
     rows = []
@@ -294,20 +307,32 @@ def run_rows(methods, scores):
         for run, score in zip(method.runs, scores[method.name]):
             row = {"method": method.name, "run": str(run.path), "seed": run.seed}
             row |= {key: score[key] for key, _ in METRIC_ROWS}
+            if "erased_accuracy" in score:
+                row["erased_accuracy"] = score["erased_accuracy"]
             row |= {key: run.metrics.get(key) for key in ("epochs_run", "best_epoch",
                                                           "seconds_per_epoch")}
             rows.append(row)
     return rows
 
 
-def write_reports(methods, out_dir):
+def write_reports(methods, out_dir, model_results=None):
     """Compute every table, write them (.md, .tex, .csv) and runs.csv to ``out_dir``;
-    returns the tables by file stem."""
+    returns the tables by file stem. ``model_results`` (``evaluation.ModelResults``)
+    adds the robustness and inspection tables."""
     scores = {m.name: [run.scores() for run in m.runs] for m in methods}
     class_names = methods[0].runs[0].config["class_names"]
     tables = {"metrics": metrics_table(methods, scores),
               "per_class_tpr": per_class_table(methods, scores, class_names),
               "cost": cost_table(methods)}
+    if model_results is not None:
+        tables["robustness"] = metrics_table(
+            methods, model_results.erased_scores,
+            title="Test metrics with one random region erased per image (Random Erasing)")
+        tables["inspection"] = inspection_table(
+            methods, model_results.heat_share, model_results.focus_area)
+        for method in methods:
+            for score, erased in zip(scores[method.name], model_results.erased_scores[method.name]):
+                score["erased_accuracy"] = erased["accuracy"]
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

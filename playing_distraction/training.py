@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from .backbones import build_classifier
 from .checkpoints import CHECKPOINT, Checkpoint, EarlyStopping, restore
-from .datasets import load_dataset
+from .datasets import get_dataset_spec, load_dataset, resolve_data_dir
 from .errors import UserError
 from .pipeline import make_dataset, prepare
 from .schemes import DistractionModel
@@ -137,6 +137,7 @@ class PreparedData:
     class_names: tuple
     parts: dict
     has_events: bool
+    path: Path
 
     @property
     def skipped(self):
@@ -158,7 +159,8 @@ def prepare_data(config, log=None):
                       f"{config.dataset} {name}", log)
         for name, part in data.parts().items()
     }
-    return PreparedData(data.name, data.class_names, parts, data.train.events is not None)
+    path = resolve_data_dir(get_dataset_spec(config.dataset), config.data_dir)
+    return PreparedData(data.name, data.class_names, parts, data.train.events is not None, path)
 
 
 def split_data(data, config):
@@ -224,7 +226,8 @@ def run_training(config, data=None, log=print):
                 log(f"{run_dir}: resuming after epoch {first_epoch}")
         else:
             saved = config.to_dict() | {"run_name": run_dir.name,
-                                        "class_names": list(data.class_names)}
+                                        "class_names": list(data.class_names),
+                                        "data_path": str(data.path)}
             (run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
         history = _fit(model, config, splits, run_dir, stopper,
                        config.epochs if stopped else first_epoch)

@@ -1,0 +1,168 @@
+"""The model-based parts of evaluate.py: robustness and inspection of saved models.
+
+- Robustness (Table 7): each saved classifier predicts the test set with one
+  random region erased per image (``robustness.py``); the erased set is the same
+  for every model.
+- Inspection (Sec. 5.2.2, Figures 2-3; PAPERS.md §1 and §3): per model, mean ± std
+  over test images of the share of the image whose Grad-CAM heat for the true class
+  exceeds th, and of the "focus area" coverage - the share of positions where the
+  channel-mean of the Grad-CAM layer's feature map exceeds its own mean; and a
+  figure of input images beside each method's Grad-CAM, drawn with tf-keras-vis.
+
+Models are the plain classifiers each run saved (``model.keras``); test images are
+decoded again from the dataset named in the run's config, and must be the images
+its predictions were made on.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .config import TrainConfig
+from .datasets import load_dataset
+from .errors import UserError
+from .heatmaps import grad_cam
+from .pipeline import prepare
+from .robustness import erased_batches
+
+
+def load_model(run):
+    try:
+        return keras.models.load_model(run.path / "model.keras")
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load {run.path / 'model.keras'}: {error}") from None
+
+
+def load_test_images(run):
+    """The run's test images as ``pipeline.Prepared``, checked against its predictions."""
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    saved = {key: tuple(value) if isinstance(value, list) else value
+             for key, value in run.config.items() if key in fields}
+    config = TrainConfig(**saved)
+    data_dir = run.config.get("data_path") or config.data_dir
+    test = load_dataset(config.dataset, data_dir, **config.dataset_options()).test
+    prepared = prepare(test, config.image_size, config.cache_dir, config.on_bad_image)
+    if [str(item) for item in prepared.items] != run.items:
+        raise UserError(
+            f"the test images of {config.dataset} are no longer those {run.path} was tested on")
+    return prepared
+
+
+def erased_probabilities(model, prepared, seed, batch_size=32):
+    """Class probabilities of ``model`` on the erased test set."""
+    outputs = [keras.ops.convert_to_numpy(keras.ops.softmax(
+        keras.ops.cast(model(batch, training=False), "float32")))
+        for batch in erased_batches(prepared.images, batch_size, seed)]
+    return np.concatenate(outputs).astype(np.float64)
+
+
+def heat_and_focus(model, prepared, layer, threshold, batch_size=32):
+    """Per test image: the share of pixels with Grad-CAM heat > threshold (true class)
+    and the focus-area coverage of the ``layer`` feature map."""
+    features = keras.Model(model.inputs, model.get_layer(layer).output)
+    shares, coverages = [], []
+    for start in range(0, len(prepared), batch_size):
+        images = tf.constant(prepared.images[start:start + batch_size], tf.float32) / 255.0
+        labels = prepared.labels[start:start + batch_size]
+        heat = grad_cam(model, images, labels, layer)
+        shares.append(tf.reduce_mean(tf.cast(heat > threshold, tf.float32), axis=(1, 2)))
+        channel_mean = tf.reduce_mean(tf.cast(features(images, training=False), tf.float32), -1)
+        above = channel_mean > tf.reduce_mean(channel_mean, axis=(1, 2), keepdims=True)
+        coverages.append(tf.reduce_mean(tf.cast(above, tf.float32), axis=(1, 2)))
+    return np.concatenate(shares), np.concatenate(coverages)
+
+
+def figure_indices(labels, count, seed):
+    """``count`` test images of different classes (as far as there are classes), seeded."""
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))[:count]
+    chosen = [int(rng.choice(np.flatnonzero(labels == label))) for label in classes]
+    while len(chosen) < min(count, len(labels)):
+        chosen.append(int(rng.choice(np.setdiff1d(np.arange(len(labels)), chosen))))
+    return chosen
+
+
+def gradcam_figure(columns, prepared, indices, class_names, path):
+    """Figures 2-3: one row per image - the input, then the tf-keras-vis Grad-CAM of
+    each (name, model, layer) in ``columns`` for the true class, over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    images = np.asarray(prepared.images[indices], np.float32) / 255.0
+    labels = prepared.labels[indices]
+    maps = []
+    for _, model, layer in columns:
+        explainer = Gradcam(model, clone=True)
+        maps.append(explainer(CategoricalScore(list(labels)), images, penultimate_layer=layer,
+                              seek_penultimate_conv_layer=False))
+    rows, cols = len(indices), len(columns) + 1
+    figure, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    for r in range(rows):
+        axes[r, 0].imshow(images[r])
+        axes[r, 0].set_ylabel(class_names[labels[r]], fontsize=8)
+        for c, heat in enumerate(maps, start=1):
+            axes[r, c].imshow(images[r])
+            axes[r, c].imshow(heat[r], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    for c, title in enumerate(["input", *(name for name, _, _ in columns)]):
+        axes[0, c].set_title(title, fontsize=9)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+@dataclasses.dataclass
+class ModelResults:
+    """Per method: the erased-test-set scores of every run, and the per-image heat
+    shares and focus-area coverages pooled over its runs."""
+
+    erased_scores: dict
+    heat_share: dict
+    focus_area: dict
+    figure: object = None
+
+
+def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=None):
+    """Robustness and inspection of every run's saved classifier (see the module)."""
+    from .metrics import classification_metrics
+
+    test_sets = {}
+    results = ModelResults({}, {}, {})
+    columns = []
+    for method in methods:
+        results.erased_scores[method.name] = []
+        shares, coverages = [], []
+        for number, run in enumerate(method.runs):
+            if log:
+                log(f"robustness and inspection: {run.path}")
+            size = run.config["image_size"]
+            if size not in test_sets:
+                test_sets[size] = load_test_images(run)
+            test = test_sets[size]
+            model = load_model(run)
+            probabilities = erased_probabilities(model, test, erase_seed)
+            results.erased_scores[method.name].append(
+                classification_metrics(test.labels, probabilities))
+            share, coverage = heat_and_focus(model, test, run.config["cam_layer"],
+                                             run.config["threshold"])
+            shares.append(share)
+            coverages.append(coverage)
+            if number == 0:
+                columns.append((method.name, model, run.config["cam_layer"], test))
+        results.heat_share[method.name] = np.concatenate(shares)
+        results.focus_area[method.name] = np.concatenate(coverages)
+    if figure_path is not None and figure_images > 0:
+        test = columns[0][3]
+        indices = figure_indices(test.labels, figure_images, erase_seed)
+        gradcam_figure([column[:3] for column in columns], test, indices,
+                       methods[0].runs[0].config["class_names"], figure_path)
+        results.figure = figure_path
+    return results
