@@ -66,7 +66,7 @@ class TrainConfig:
     cam_layer: str | None = _field(
         None, "layer for Grad-CAM (default: the backbone's last convolutional block)")
     epochs: int | None = _field(
-        None, "maximum number of epochs (default: the dataset's, 15 for the embedded set)")
+        None, "maximum number of epochs (default: the dataset's, 6 for the embedded set)")
     patience: int = _field(30, "early-stopping patience in epochs, on validation accuracy")
     batch_size: int = _field(16, "mini-batch size")
     learning_rate: float = _field(5e-5, "Adam learning rate")

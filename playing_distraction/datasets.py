@@ -50,7 +50,7 @@ DATASETS = {
         DatasetSpec(
             "fashion-mnist-mini",
             functools.partial(layouts.read_fashion_mnist, name="fashion-mnist-mini"),
-            "data/fashion-mnist-mini", "small_cnn", 15,
+            "data/fashion-mnist-mini", "small_cnn", 6,
             "embedded default: a class-balanced subset of real Fashion-MNIST "
             "(6,000 train / 1,000 test, MIT licence), committed in the repository",
         ),

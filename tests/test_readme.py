@@ -19,7 +19,8 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(python3 -m venv .*)\n```", README)
     assert len(commands) == 2, "the README must keep exactly two set-up commands"
     main, tests = commands
-    assert main.endswith("python train.py") and tests.endswith("python -m pytest")
+    assert "python train.py" in main and "python evaluate.py" in main
+    assert tests.endswith("python -m pytest")
     assert tests in (ROOT / ".ci" / "run").read_text()
 
 
