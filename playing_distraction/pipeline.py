@@ -22,6 +22,7 @@ import re
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -29,6 +30,7 @@ from .errors import UserError
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes, to retire old cache files
 DECODE_BATCH = 64
+PROGRESS_FROM = 2000  # images; smaller sets decode in seconds
 
 
 def fit_image(image, size, box=None, trim_bottom=0):
@@ -158,7 +160,8 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
             return _finish(part, images, kept, on_bad_image, name, log)
     start = time.perf_counter()
     try:
-        images, kept = _fill(source_dataset(part, size), len(part), size, cache)
+        images, kept = _fill(source_dataset(part, size), len(part), size, cache,
+                             progress=log is not None and len(part) >= PROGRESS_FROM)
     except OSError as error:  # only the cache files can raise it here
         raise UserError(f"cannot write the image cache in {cache_dir}: "
                         f"{error.strerror or error}") from None
@@ -169,8 +172,9 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
     return _finish(part, images, kept, on_bad_image, name, log)
 
 
-def _fill(dataset, count, size, cache=None):
-    """Write the (index, image) stream into one array, compacted; returns (array, kept)."""
+def _fill(dataset, count, size, cache=None, progress=False):
+    """Write the (index, image) stream into one array, compacted; returns (array, kept).
+    progress: show a progress bar (decoding a large dataset takes minutes)."""
     shape = (count, size, size, 3)
     if cache is None:
         array = np.empty(shape, np.uint8)
@@ -178,11 +182,18 @@ def _fill(dataset, count, size, cache=None):
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_name(cache.name + ".partial.npy")
         array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-    kept, position = [], 0
+    kept, position, seen = [], 0, 0
+    bar = keras.utils.Progbar(count, unit_name="image") if progress else None
     for indices, images in dataset.batch(DECODE_BATCH).prefetch(2).as_numpy_iterator():
         array[position:position + len(indices)] = images
         kept.append(indices)
         position += len(indices)
+        if bar is not None:
+            # Skipped files count as seen, so the bar ends at the total.
+            seen = int(indices[-1]) + 1
+            bar.update(seen)
+    if bar is not None and seen < count:
+        bar.update(count)
     kept = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     if cache is not None:
         array.flush()

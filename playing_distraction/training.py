@@ -136,7 +136,6 @@ class PreparedData:
     name: str
     class_names: tuple
     parts: dict
-    has_events: bool
     path: Path
 
     @property
@@ -160,7 +159,7 @@ def prepare_data(config, log=None):
         for name, part in data.parts().items()
     }
     path = resolve_data_dir(get_dataset_spec(config.dataset), config.data_dir)
-    return PreparedData(data.name, data.class_names, parts, data.train.events is not None, path)
+    return PreparedData(data.name, data.class_names, parts, path)
 
 
 def split_data(data, config):
