@@ -44,7 +44,10 @@ def load_test_images(run):
     data_dir = run.config.get("data_path") or config.data_dir
     test = load_dataset(config.dataset, data_dir, **config.dataset_options()).test
     prepared = prepare(test, config.image_size, config.cache_dir, config.on_bad_image)
-    if [str(item) for item in prepared.items] != run.items:
+    recorded = run.metrics.get("test_images_sha256")
+    if ([str(item) for item in prepared.items] != run.items
+            or not np.array_equal(prepared.labels, run.labels)
+            or (recorded is not None and prepared.digest() != recorded)):
         raise UserError(
             f"the test images of {config.dataset} are no longer those {run.path} was tested on")
     return prepared

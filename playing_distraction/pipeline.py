@@ -90,6 +90,14 @@ class Prepared:
     def __len__(self):
         return len(self.labels)
 
+    def digest(self):
+        """SHA-256 of the decoded images and labels: what a run was tested on."""
+        digest = hashlib.sha256()
+        for start in range(0, len(self.images), 1024):
+            digest.update(np.ascontiguousarray(self.images[start:start + 1024]).tobytes())
+        digest.update(np.ascontiguousarray(self.labels, np.int64).tobytes())
+        return digest.hexdigest()
+
 
 def source_dataset(part, size):
     """(index, uint8 image at ``size``) for every readable image of ``part``, in order,

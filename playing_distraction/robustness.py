@@ -30,8 +30,9 @@ def erase_box(height, width, rng, area=AREA, aspect=ASPECT):
         box_width = int(round(math.sqrt(target / ratio)))
         # As in Zhong et al.: a position anywhere, kept only if the box fits there.
         top, left = int(rng.integers(0, height)), int(rng.integers(0, width))
-        if box_height > 0 and box_width > 0 and top + box_height <= height \
-                and left + box_width <= width:
+        # Strictly smaller than the image, as in the reference code (w < W, h < H).
+        if 0 < box_height < height and 0 < box_width < width \
+                and top + box_height <= height and left + box_width <= width:
             return top, left, top + box_height, left + box_width
     return None
 

@@ -248,6 +248,7 @@ def run_training(config, data=None, log=print):
         "train_images": _count(splits["train"]),
         "validation_images": _count(splits["validation"]),
         "skipped_images": data.skipped,
+        "test_images_sha256": test_part.digest(),
         "epochs_run": len(monitored),
         "best_epoch": int(np.argmax(monitored)) + 1,
         "best_val_accuracy": float(np.max(monitored)) if stopper is not None else None,
