@@ -97,5 +97,5 @@ def evaluate_main(argv=None):
             print(tables[stem].markdown())
     figure = " and gradcam.png" if model_results is not None and model_results.figure else ""
     print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
-          f"runs.csv{figure}")
+          f"runs.csv, confusion_<method>.csv{figure}")
     return 0

@@ -315,6 +315,20 @@ def run_rows(methods, scores):
     return rows
 
 
+def _slug(name):
+    return "".join(char if char.isalnum() or char in "-_" else "_" for char in name)
+
+
+def write_confusion(path, matrices, class_names):
+    """The confusion matrix summed over a method's runs: rows true, columns predicted."""
+    total = np.sum(matrices, axis=0)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true \\ predicted", *class_names])
+        for name, row in zip(class_names, total):
+            writer.writerow([name, *(int(count) for count in row)])
+
+
 def write_reports(methods, out_dir, model_results=None):
     """Compute every table, write them (.md, .tex, .csv) and runs.csv to ``out_dir``;
     returns the tables by file stem. ``model_results`` (``evaluation.ModelResults``)
@@ -340,6 +354,9 @@ def write_reports(methods, out_dir, model_results=None):
             for suffix, text in (("md", table.markdown()), ("tex", table.latex()),
                                  ("csv", table.csv())):
                 (out_dir / f"{stem}.{suffix}").write_text(text)
+        for method in methods:
+            write_confusion(out_dir / f"confusion_{_slug(method.name)}.csv",
+                            [score["confusion"] for score in scores[method.name]], class_names)
         rows = run_rows(methods, scores)
         with open(out_dir / "runs.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

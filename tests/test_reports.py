@@ -286,7 +286,8 @@ def test_write_reports_writes_every_table_and_runs_csv(tmp_path, three_methods):
     tables = write_reports(three_methods, out)
     assert set(tables) == {"metrics", "per_class_tpr", "cost"}
     expected = {f"{stem}.{suffix}" for stem in tables for suffix in ("md", "tex", "csv")}
-    assert {path.name for path in out.iterdir()} == expected | {"runs.csv"}
+    confusions = {f"confusion_{name}.csv" for name in ("baseline", "0-occlusion", "1-occlusion")}
+    assert {path.name for path in out.iterdir()} == expected | {"runs.csv"} | confusions
     for stem, table in tables.items():
         assert (out / f"{stem}.md").read_text() == table.markdown()
         assert (out / f"{stem}.tex").read_text() == table.latex()
@@ -304,6 +305,19 @@ def test_write_reports_writes_every_table_and_runs_csv(tmp_path, three_methods):
                 "seconds_per_epoch"):
         assert key in rows[0]
     assert float(rows[0]["top5_accuracy"]) == 1.0 and rows[0]["epochs_run"] == "10"
+
+
+def test_confusion_matrix_is_sklearns_summed_over_a_methods_runs(tmp_path, three_methods):
+    from sklearn.metrics import confusion_matrix
+
+    write_reports(three_methods, tmp_path)
+    with open(tmp_path / "confusion_0-occlusion.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["true \\ predicted", "cat", "dog"]
+    assert [row[0] for row in rows[1:]] == ["cat", "dog"]
+    expected = sum(confusion_matrix(run.labels, run.probabilities.argmax(axis=1), labels=[0, 1])
+                   for run in three_methods[1].runs)
+    np.testing.assert_array_equal(np.array([row[1:] for row in rows[1:]], int), expected)
 
 
 # ------------------------------------------------------------------ evaluate.py
