@@ -137,6 +137,14 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
     """Robustness and inspection of every run's saved classifier (see the module)."""
     from .metrics import classification_metrics
 
+    for method in methods:  # fail before any slow work
+        for run in method.runs:
+            missing = [key for key in ("image_size", "cam_layer", "threshold")
+                       if key not in run.config]
+            if missing or not (run.path / "model.keras").is_file():
+                what = f"{', '.join(missing)} in config.json" if missing else "model.keras"
+                raise UserError(f"{run.path} has no {what}; --no-models makes the tables "
+                                "from the saved predictions alone")
     test_sets = {}
     results = ModelResults({}, {}, {})
     columns = []

@@ -328,7 +328,7 @@ def test_evaluate_main_end_to_end(tmp_path, capsys):
     others = [write_group(tmp_path, occlusion, [0.7, 0.8], [0, 1])
               for occlusion in ("zero", "one", "random")]
     out = tmp_path / "reports"
-    argv = ["--baseline", *map(str, baseline), "--out-dir", str(out)]
+    argv = ["--baseline", *map(str, baseline), "--out-dir", str(out), "--no-models"]
     for group in others:
         argv += ["--method", *map(str, group)]
     assert evaluate_main(argv) == 0
@@ -348,8 +348,17 @@ def test_method_names_come_from_the_configs_not_the_order(tmp_path, capsys):
     zero = write_group(tmp_path, "zero", [0.7], [0])
     out = tmp_path / "reports"
     assert evaluate_main(["--baseline", str(baseline[0]), "--method", str(random[0]),
-                          "--method", str(zero[0]), "--out-dir", str(out)]) == 0
+                          "--method", str(zero[0]), "--out-dir", str(out), "--no-models"]) == 0
     assert "| Metric | baseline | R-occlusion | 0-occlusion |" in capsys.readouterr().out
+
+
+def test_runs_without_saved_models_need_no_models(tmp_path, capsys):
+    """Robustness and inspection load model.keras; without it, one line says what to do."""
+    baseline = write_group(tmp_path, "none", [0.5], [0])
+    out = tmp_path / "reports"
+    assert evaluate_main(["--baseline", str(baseline[0]), "--out-dir", str(out)]) == 1
+    line = one_error_line(capsys.readouterr())
+    assert "--no-models" in line and str(baseline[0]) in line
 
 
 def one_error_line(captured):
