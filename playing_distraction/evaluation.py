@@ -23,8 +23,8 @@ import tensorflow as tf
 from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
-from .heatmaps import grad_cam
-from .pipeline import prepare
+from .heatmaps import GradCAM
+from .pipeline import prepare, to_unit_range
 from .robustness import erased_batches
 
 
@@ -64,14 +64,14 @@ def erased_probabilities(model, prepared, seed, batch_size=32):
 def heat_and_focus(model, prepared, layer, threshold, batch_size=32):
     """Per test image: the share of pixels with Grad-CAM heat > threshold (true class)
     and the focus-area coverage of the ``layer`` feature map."""
-    features = keras.Model(model.inputs, model.get_layer(layer).output)
+    explainer = GradCAM(model, layer)
     shares, coverages = [], []
     for start in range(0, len(prepared), batch_size):
-        images = tf.constant(prepared.images[start:start + batch_size], tf.float32) / 255.0
+        images = to_unit_range(prepared.images[start:start + batch_size])
         labels = prepared.labels[start:start + batch_size]
-        heat = grad_cam(model, images, labels, layer)
+        heat, features = explainer.heat_and_features(images, labels)
         shares.append(tf.reduce_mean(tf.cast(heat > threshold, tf.float32), axis=(1, 2)))
-        channel_mean = tf.reduce_mean(tf.cast(features(images, training=False), tf.float32), -1)
+        channel_mean = tf.reduce_mean(features, -1)
         above = channel_mean > tf.reduce_mean(channel_mean, axis=(1, 2), keepdims=True)
         coverages.append(tf.reduce_mean(tf.cast(above, tf.float32), axis=(1, 2)))
     return np.concatenate(shares), np.concatenate(coverages)

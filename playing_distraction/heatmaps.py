@@ -96,14 +96,24 @@ class GradCAM:
 
     def raw(self, images, class_indices):
         """Grad-CAM at the feature-map resolution, before resizing and normalising."""
-        features, alpha = self.channel_weights(images, class_indices)
-        return tf.nn.relu(tf.einsum("bhwc,bc->bhw", features, alpha))
+        return _combine(*self.channel_weights(images, class_indices))
 
     def __call__(self, images, class_indices):
+        return self.heat_and_features(images, class_indices)[0]
+
+    def heat_and_features(self, images, class_indices):
+        """(Grad-CAM as ``__call__`` gives it, the layer's float32 feature maps), from
+        one forward pass: for measures that need both (evaluation's focus area)."""
         images = tf.convert_to_tensor(images, dtype=tf.float32)
         class_indices = tf.reshape(tf.cast(class_indices, tf.int32), [-1])
-        cam = self.raw(images, class_indices)
-        return normalize_per_image(resize_bilinear(cam, tf.shape(images)[1:3]))
+        features, alpha = self.channel_weights(images, class_indices)
+        cam = _combine(features, alpha)
+        return normalize_per_image(resize_bilinear(cam, tf.shape(images)[1:3])), features
+
+
+def _combine(features, alpha):
+    """ReLU(sum_c alpha_c A_c): the map at the feature-map resolution."""
+    return tf.nn.relu(tf.einsum("bhwc,bc->bhw", features, alpha))
 
 
 def _interpolation_matrix(out_size, in_size):

@@ -164,3 +164,15 @@ def test_resize_equals_scipy_zoom_eagerly_and_under_xla(shape, size):
     np.testing.assert_allclose(resize_bilinear(maps, size), expected, atol=1e-5)
     compiled = tf.function(lambda m: resize_bilinear(m, size), jit_compile=True)
     np.testing.assert_allclose(compiled(maps), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_heat_and_features_are_the_maps_and_the_layer_output(shortcut):
+    model = make_classifier()
+    images = structured_images(4)
+    classes = np.array([0, 1, 2, 1])
+    explainer = GradCAM(model, "features", shortcut=shortcut)
+    heat, features = explainer.heat_and_features(images, classes)
+    np.testing.assert_allclose(heat, explainer(images, classes), atol=1e-6)
+    layer_output = keras.Model(model.inputs, model.get_layer("features").output)(images)
+    np.testing.assert_allclose(features, layer_output, rtol=1e-5, atol=1e-6)
