@@ -53,10 +53,11 @@ def evaluate_main(argv=None):
     """``evaluate.py``: tables of test metrics, per-class TPR and cost from run folders."""
     import argparse
 
+    from .config import OneLineParser
     from .reports import load_methods, write_reports
 
     prog = "evaluate.py"
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog, description="Paper-style tables (Markdown, LaTeX, CSV) from run folders: "
         "mean ± std over runs, best value in bold, paired t-test against the baseline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -72,7 +73,6 @@ def evaluate_main(argv=None):
                         help="seed of the erased test set (the same for every model)")
     parser.add_argument("--figure-images", type=int, default=4,
                         help="test images in the Grad-CAM figure (0: no figure)")
-    parser.error = lambda message: parser.exit(2, f"{prog}: error: {message}\n")
     args = parser.parse_args(argv)
     if args.figure_images < 0:
         return _fail(prog, "--figure-images must be 0 or more", 2)

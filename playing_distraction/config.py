@@ -226,7 +226,7 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one line, without the usage block."""
 
     def error(self, message):
@@ -235,7 +235,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser(cls=TrainConfig, prog="train.py", description=None):
     """An argument parser with one ``--flag`` per dataclass field, defaults shown."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog, description=description,
         formatter_class=_DefaultsFormatter,
     )
