@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import _fail
+from .config import OneLineParser
 from .errors import UserError
 
 CARS_LIKE_SIZE = (480, 700)  # height, width: around the median Stanford Cars image
@@ -89,8 +91,9 @@ def measure(part, size, batch_size, epochs, augmentation, seed=0):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m playing_distraction.throughput", description=__doc__.split("\n\n")[0],
+    # One error line for a bad flag, under the name the other errors use.
+    parser = OneLineParser(
+        prog="throughput", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", help="a registered dataset (default: synthetic JPEGs)")
     parser.add_argument("--data-dir", help="its folder (default: data/<dataset>)")
@@ -108,8 +111,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     for name in ("limit", "images", "image_size", "batch_size", "epochs"):
         if getattr(args, name) < 1:
-            print(f"throughput: error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
-            return 2
+            return _fail("throughput", f"--{name.replace('_', '-')} must be positive", 2)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .augmentation import Augmentation
     from .datasets import load_dataset
@@ -127,8 +129,7 @@ def main(argv=None):
                 source = f"{len(paths)} synthetic {CARS_LIKE_SIZE[1]}x{CARS_LIKE_SIZE[0]} JPEGs"
             rows = measure(part, args.image_size, args.batch_size, args.epochs, Augmentation())
     except UserError as error:
-        print(f"throughput: error: {error}", file=sys.stderr)
-        return 1
+        return _fail("throughput", error, 1)
     cores = os.cpu_count()
     print(f"input pipeline at {args.image_size} px, batch {args.batch_size}, {source}, "
           f"{cores} CPU cores")

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from playing_distraction.throughput import main
 
 
@@ -34,3 +36,11 @@ def test_throughput_bad_input_is_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == "throughput: error: --epochs must be positive"
     assert lines[1].startswith("throughput: error: missing folder") and "cars_meta.mat" in lines[1]
+
+
+def test_throughput_bad_flag_value_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--epochs", "three"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "throughput: error: argument --epochs: invalid int value: 'three'\n")
