@@ -202,6 +202,14 @@ class TrainConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values):
+        """A config from parsed flags or a saved config.json: other keys are ignored,
+        and lists (from nargs or JSON) become the tuples the fields hold."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: tuple(value) if isinstance(value, list) else value
+                      for key, value in values.items() if key in names})
+
 
 # Dataset-specific flags: the datasets they apply to, and their value when not given.
 _DATASET_OPTIONS = {
@@ -271,7 +279,4 @@ def _value_type(annotation):
 
 def parse_config(argv=None, cls=TrainConfig):
     """Parse a command line into a resolved config (argparse exits 2 on a bad flag)."""
-    args = vars(build_parser(cls).parse_args(argv))
-    # nargs gives lists; the config holds tuples (as its defaults do).
-    args = {key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}
-    return cls(**args).resolved()
+    return cls.from_dict(vars(build_parser(cls).parse_args(argv))).resolved()

@@ -37,10 +37,7 @@ def load_model(run):
 
 def load_test_images(run):
     """The run's test images as ``pipeline.Prepared``, checked against its predictions."""
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    saved = {key: tuple(value) if isinstance(value, list) else value
-             for key, value in run.config.items() if key in fields}
-    config = TrainConfig(**saved)
+    config = TrainConfig.from_dict(run.config)
     data_dir = run.config.get("data_path") or config.data_dir
     test = load_dataset(config.dataset, data_dir, **config.dataset_options()).test
     prepared = prepare(test, config.image_size, config.cache_dir, config.on_bad_image)

@@ -54,3 +54,13 @@ def test_explicit_values_win_over_dataset_defaults():
 def test_event_split_must_keep_train_and_test():
     with pytest.raises(ValueError, match="--event-split"):
         TrainConfig(dataset="egofoodplaces", event_split=(0.8, 0.2, 0.0)).resolved()
+
+
+def test_from_dict_reads_a_saved_config_back():
+    """config.json holds lists and extra keys; from_dict gives the same config back."""
+    import json
+
+    config = parse_config(["--dataset", "egofoodplaces", "--weights", "none"])
+    saved = json.loads(json.dumps(config.to_dict() | {"class_names": ["a"], "data_path": "/d"}))
+    assert isinstance(saved["brightness"], list)
+    assert TrainConfig.from_dict(saved) == config
