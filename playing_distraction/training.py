@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.special import logsumexp
 
 from .backbones import build_classifier
 from .checkpoints import CHECKPOINT, Checkpoint, EarlyStopping, restore
@@ -231,19 +232,22 @@ def run_training(config, data=None, log=print):
         history = _fit(model, config, splits, run_dir, stopper,
                        config.epochs if stopped else first_epoch)
         test_set = _dataset(splits["test"], config, training=False)
-        test = model.evaluate(test_set, verbose=0, return_dict=True)
-        probabilities = keras.ops.convert_to_numpy(
-            keras.ops.softmax(keras.ops.cast(classifier.predict(test_set, verbose=0), "float32")))
+        logits = np.asarray(classifier.predict(test_set, verbose=0), np.float64)
         classifier.save(run_dir / "model.keras")
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
     test_part = splits["test"][0]
+    # One pass over the test set gives both: the loss is the same sparse cross-entropy
+    # on logits that training minimises, in float64.
+    log_probabilities = logits - logsumexp(logits, axis=1, keepdims=True)
+    probabilities = np.exp(log_probabilities)
+    test_loss = -np.mean(log_probabilities[np.arange(len(logits)), test_part.labels])
     _write_predictions(run_dir / "predictions.csv", test_part, probabilities)
     monitored = history.get("val_accuracy", history["accuracy"])
     metrics = {
         "test_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == test_part.labels)),
-        "test_loss": float(test["loss"]),
+        "test_loss": float(test_loss),
         "test_images": _count(splits["test"]),
         "train_images": _count(splits["train"]),
         "validation_images": _count(splits["validation"]),

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -117,3 +118,6 @@ def test_predictions_file_has_a_row_per_test_image(fashion_dir, tmp_path):
     assert [row["item"] for row in rows] == [str(k) for k in range(40)]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(np.mean(predictions == labels))
+    # The test loss is Keras' sparse cross-entropy of these predictions.
+    expected = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
+    assert metrics["test_loss"] == pytest.approx(float(expected), rel=1e-4)
