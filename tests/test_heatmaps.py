@@ -174,5 +174,5 @@ def test_heat_and_features_are_the_maps_and_the_layer_output(shortcut):
     explainer = GradCAM(model, "features", shortcut=shortcut)
     heat, features = explainer.heat_and_features(images, classes)
     np.testing.assert_allclose(heat, explainer(images, classes), atol=1e-6)
-    layer_output = keras.Model(model.inputs, model.get_layer("features").output)(images)
+    layer_output = keras.Model(model.inputs[0], model.get_layer("features").output)(images)
     np.testing.assert_allclose(features, layer_output, rtol=1e-5, atol=1e-6)
