@@ -18,6 +18,9 @@ from .backbones import BACKBONES, get_backbone
 from .datasets import DATASETS, get_dataset_spec
 
 SWITCHES = ("auto", "on", "off")
+# The names of distribute.STRATEGIES (kept here so this module stays free of
+# TensorFlow; a test keeps them in step).
+STRATEGIES = ("none", "mirrored")
 # "none" trains the baseline; the others are the fills of occlusion.FILLS (kept here
 # as names so that this module stays free of TensorFlow; a test keeps them in step).
 OCCLUSIONS = ("none", "zero", "one", "random")
@@ -101,10 +104,19 @@ class TrainConfig:
         "numbered if taken)")
     overwrite: bool = _field(False, "replace an existing run folder of the same name")
     jit_compile: str = _field(
-        "auto", "XLA-compile the training step (auto: on when a GPU is present)",
-        choices=SWITCHES)
+        "auto", "XLA-compile the training step (auto: on when a GPU is present, off under "
+        "--strategy mirrored)", choices=SWITCHES)
     mixed_precision: str = _field(
         "auto", "mixed_float16 training (auto: on when a GPU is present)", choices=SWITCHES)
+    steps_per_execution: int = _field(
+        1, "training steps per call into TensorFlow (Keras' steps_per_execution): more "
+        "saves Python overhead per step on a GPU; must divide the steps per epoch")
+    strategy: str = _field(
+        "none", "mirrored: tf.distribute.MirroredStrategy over every GPU (without one, over "
+        "the logical CPU devices); --batch-size stays the global batch", choices=STRATEGIES)
+    sync_batchnorm: bool = _field(
+        True, "under --strategy mirrored, BatchNormalization statistics over the global batch, "
+        "as on one device (--no-sync-batchnorm: over each replica's share)")
     verbose: int = _field(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
 
     def resolved(self):
@@ -145,7 +157,8 @@ class TrainConfig:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(
                 f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
-        for name in ("patience", "batch_size", "epochs", "image_size", "repeats"):
+        for name in ("patience", "batch_size", "epochs", "image_size", "repeats",
+                     "steps_per_execution"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "patience" else 1):
                 raise ValueError(f"--{_flag(name)} must be positive, got {value}")
@@ -163,6 +176,11 @@ class TrainConfig:
                 raise ValueError(
                     "--event-split needs three shares that sum to 1, with train and test "
                     f"above 0, got {' '.join(map(str, shares))}")
+        if self.strategy != "none" and self.jit_compile == "on":
+            raise ValueError(
+                f"--jit-compile on does not work with --strategy {self.strategy}: Keras "
+                "compiles the step of all replicas as one XLA program, which cannot span "
+                "devices (use --jit-compile off)")
         if not 0.0 <= self.rotation <= 180.0:
             raise ValueError(f"--rotation must be in [0, 180] degrees, got {self.rotation}")
         if not 0.0 <= self.channel_shift <= 255.0:

@@ -25,6 +25,7 @@ from scipy.special import logsumexp
 from .backbones import build_classifier
 from .checkpoints import CHECKPOINT, Checkpoint, EarlyStopping, restore
 from .datasets import get_dataset_spec, load_dataset, resolve_data_dir
+from .distribute import SyncBatchNormalization, make_strategy, with_batchnorm
 from .errors import UserError
 from .pipeline import make_dataset, prepare
 from .schemes import DistractionModel
@@ -32,7 +33,7 @@ from .splits import oversample, split_train_validation
 
 # Flags that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"resume", "verbose", "overwrite", "repeats", "out_dir", "run_name",
-                      "data_dir", "cache_dir"}
+                      "data_dir", "cache_dir", "steps_per_execution"}
 
 
 def has_gpu():
@@ -107,8 +108,15 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def build_model(config, num_classes):
-    """The classifier and the model to fit: itself (baseline) or a DistractionModel."""
+    """The classifier and the model to fit: itself (baseline) or a DistractionModel.
+
+    Under a distribution strategy with ``sync_batchnorm``, the classifier's
+    BatchNormalization layers are ``SyncBatchNormalization`` (see ``distribute.py``);
+    ``saved_classifier`` turns them back.
+    """
     classifier = build_classifier(config.backbone, num_classes, config.image_size, config.weights)
+    if config.strategy != "none" and config.sync_batchnorm:
+        classifier = with_batchnorm(classifier, SyncBatchNormalization)
     if config.occlusion == "none":
         return classifier, classifier
     scheme = DistractionModel(
@@ -118,7 +126,17 @@ def build_model(config, num_classes):
     return classifier, scheme
 
 
+def saved_classifier(classifier):
+    """The classifier as users get it: plain BatchNormalization layers, same weights."""
+    if any(isinstance(layer, SyncBatchNormalization) for layer in classifier.layers):
+        return with_batchnorm(classifier, keras.layers.BatchNormalization)
+    return classifier
+
+
 def compile_model(model, config):
+    # Under a strategy, "auto" leaves XLA off, as Keras' own "auto" does: Keras
+    # compiles the step of all replicas as one program (config refuses "on").
+    jit = _switch(config.jit_compile) and config.strategy == "none"
     model.compile(
         optimizer=keras.optimizers.Adam(
             learning_rate=config.learning_rate, beta_1=config.beta_1,
@@ -126,7 +144,8 @@ def compile_model(model, config):
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=_switch(config.jit_compile),
+        jit_compile=jit,
+        steps_per_execution=config.steps_per_execution,
     )
 
 
@@ -202,12 +221,24 @@ def run_training(config, data=None, log=print):
     """Train one model as ``config`` says (its seed); returns the run folder."""
     data = data if data is not None else prepare_data(config, log)
     splits = split_data(data, config)
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise UserError(f"--batch-size {config.batch_size} is not a multiple of the {replicas} "
+                        f"replicas of --strategy {config.strategy}")
+    steps = _count(splits["train"]) // config.batch_size
+    if steps % config.steps_per_execution:
+        raise UserError(
+            f"--steps-per-execution {config.steps_per_execution} does not divide the {steps} "
+            "training steps per epoch (Keras would run the last call into the next epoch's "
+            f"batches); divisors of {steps}: {_divisors(steps)}")
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if _switch(config.mixed_precision) else "float32")
     try:
-        keras.utils.set_random_seed(config.seed)
-        classifier, model = build_model(config, len(data.class_names))
-        compile_model(model, config)
+        with strategy.scope():
+            keras.utils.set_random_seed(config.seed)
+            classifier, model = build_model(config, len(data.class_names))
+            compile_model(model, config)
         # The folder is made only once data and model are known to be good, so a
         # user error leaves nothing behind.
         run_dir, state = open_run_dir(config)
@@ -219,7 +250,9 @@ def run_training(config, data=None, log=print):
         if splits["validation"] is not None:
             stopper = EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
                                     restore_best_weights=True)
-        first_epoch, stopped = restore(run_dir, model, stopper) if state == "resume" else (0, False)
+        with strategy.scope():
+            first_epoch, stopped = (restore(run_dir, model, stopper) if state == "resume"
+                                    else (0, False))
         if first_epoch:
             _truncate_history(run_dir / "history.csv", first_epoch)
             if log:
@@ -229,8 +262,11 @@ def run_training(config, data=None, log=print):
                                         "class_names": list(data.class_names),
                                         "data_path": str(data.path)}
             (run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
-        history = _fit(model, config, splits, run_dir, stopper,
-                       config.epochs if stopped else first_epoch)
+        with strategy.scope():
+            history = _fit(model, config, splits, run_dir, stopper,
+                           config.epochs if stopped else first_epoch)
+        # The predictions come from the model that is saved, on one device.
+        classifier = saved_classifier(classifier)
         test_set = _dataset(splits["test"], config, training=False)
         logits = np.asarray(classifier.predict(test_set, verbose=0), np.float64)
         classifier.save(run_dir / "model.keras")
@@ -262,6 +298,10 @@ def run_training(config, data=None, log=print):
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     return run_dir
+
+
+def _divisors(number):
+    return ", ".join(str(d) for d in range(1, number + 1) if number % d == 0)
 
 
 def _dataset(split, config, training, epochs=None):

@@ -50,6 +50,10 @@ def error_line(done):
     (["--image-size", "8"], "--image-size 8 is below the 16 pixels that small_cnn needs"),
     (["--backbone", "small_cnn", "--weights", "imagenet"], "has no ImageNet weights"),
     (["--run-name", "a/b"], "--run-name must be a plain folder name"),
+    (["--steps-per-execution", "0"], "--steps-per-execution must be positive, got 0"),
+    (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
+    (["--strategy", "mirrored", "--jit-compile", "on"],
+     "--jit-compile on does not work with --strategy mirrored"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, message):
     done = run(args, tmp_path)
@@ -218,3 +222,21 @@ def test_egofoodplaces_refuses_an_image_level_validation_split(tmp_path, capsys)
     assert code == 1
     assert "no validation split by events" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_steps_per_execution_trains_the_same_steps_or_refuses_in_one_line(tmp_path, fashion_dir):
+    # 90 training images: 5 steps of 16 per epoch.
+    common = ["--dataset", "fashion-mnist", "--data-dir", str(fashion_dir), "--epochs", "2",
+              "--out-dir", str(tmp_path), "--verbose", "0"]
+    assert train_main(common + ["--run-name", "one"]) == 0
+    assert train_main(common + ["--run-name", "five", "--steps-per-execution", "5"]) == 0
+    one, five = ((tmp_path / name / "predictions.csv").read_text() for name in ("one", "five"))
+    assert one == five
+
+    done = run(common + ["--run-name", "two", "--steps-per-execution", "2"], tmp_path)
+    assert done.returncode == 1
+    assert error_line(done) == (
+        "train.py: error: --steps-per-execution 2 does not divide the 5 training steps per "
+        "epoch (Keras would run the last call into the next epoch's batches); divisors of 5: "
+        "1, 5")
+    assert not (tmp_path / "two").exists()

@@ -1,0 +1,84 @@
+"""Training on several devices: the strategy, and BatchNormalization over the global batch.
+
+Under ``tf.distribute.MirroredStrategy`` every replica runs the training step on its
+share of the global batch. Keras scales each replica's loss by 1 / replicas and the
+strategy sums the gradients, so the update is the one-device update of the global
+batch; the schemes add no loss of their own outside ``compute_loss``, so this holds
+for them too. What does not carry over by itself is BatchNormalization: by default
+each replica normalises with the statistics of its own share (8 images when a batch
+of 16 is split over two GPUs), not of the batch the paper normalised over. With
+``sync_batchnorm`` the classifier's BatchNormalization layers are swapped for
+``SyncBatchNormalization``, whose batch statistics span all replicas, so two devices
+train as one; the saved classifier has plain BatchNormalization layers again.
+"""
+
+import keras
+import tensorflow as tf
+
+STRATEGIES = ("none", "mirrored")
+
+
+def make_strategy(name):
+    """The tf.distribute strategy called ``name``.
+
+    "none": the default (one device). "mirrored": ``MirroredStrategy`` over every GPU,
+    or, on a machine without one, over every logical CPU device (one, unless the
+    process split the CPU with ``tf.config.set_logical_device_configuration``).
+    """
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = (tf.config.list_logical_devices("GPU")
+                   or tf.config.list_logical_devices("CPU"))
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
+
+
+@keras.saving.register_keras_serializable(package="playing_distraction")
+class SyncBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training statistics are those of the global batch.
+
+    In a replica context with more than one replica, the mean and variance are
+    all-reduced over the replicas in two passes (the sum first, then the sum of
+    squared deviations from the global mean), which keeps float32 precision where
+    ``BatchNormalization(synchronized=True)``'s E[x^2] - E[x]^2 loses it on
+    channels whose mean is large next to their spread. Elsewhere (one device,
+    inference, masks) it is BatchNormalization. As in ``tf.nn.moments``, no gradient
+    flows into the variance through the mean. The all-reduce is differentiable,
+    so each replica's gradient includes the other replicas' share through the
+    statistics, as on one device.
+    """
+
+    def _moments(self, inputs, mask):
+        context = tf.distribute.get_replica_context()
+        if mask is not None or context is None or context.num_replicas_in_sync == 1:
+            return super()._moments(inputs, mask)
+        axes = list(self._reduction_axes)
+        shape = tf.shape(inputs)
+        count = tf.cast(tf.reduce_prod(tf.gather(shape, axes)), inputs.dtype)
+        local = tf.concat([tf.reduce_sum(inputs, axes), count[None]], axis=0)
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        count = total[-1]
+        mean = total[:-1] / count
+        # As in tf.nn.moments: d variance / d mean is zero in exact arithmetic, and
+        # stopping it keeps float32 rounding of sum(x - mean) out of the gradient.
+        deviations = tf.reduce_sum(tf.square(inputs - tf.stop_gradient(mean)), axes)
+        variance = context.all_reduce(tf.distribute.ReduceOp.SUM, deviations) / count
+        return mean, variance
+
+
+def with_batchnorm(model, layer_class):
+    """A copy of functional ``model`` with every BatchNormalization layer (plain or
+    synchronised) rebuilt as ``layer_class``, and the same weights; other layers are
+    rebuilt from their configs. The graph, layer names and weight order are kept."""
+
+    def rebuild(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config = layer.get_config()
+            config["synchronized"] = False
+            return layer_class.from_config(config)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=rebuild)
+    copy.set_weights(model.get_weights())
+    return copy
