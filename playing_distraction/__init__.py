@@ -19,6 +19,8 @@ _LAZY = {
     "occlude": "occlusion",
     "FILLS": "occlusion",
     "DistractionModel": "schemes",
+    "SyncBatchNormalization": "distribute",
+    "with_batchnorm": "distribute",
     "build_classifier": "backbones",
     "BACKBONES": "backbones",
     "TrainConfig": "config",

@@ -143,3 +143,65 @@ def test_train_py_strategy_mirrored_matches_one_device(tmp_path, fashion_dir):
     # The saved classifier is plain Keras: no layer of this package in it.
     assert "SyncBatchNormalization" not in result["saved_layer_types"]
     assert "BatchNormalization" in result["saved_layer_types"]
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_readme_multi_worker_recipe_trains_on_two_local_workers(tmp_path):
+    import os
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    recipe = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                  if "MultiWorkerMirroredStrategy" in block)
+    model_line = 'build_classifier("resnet50", 196, weights="imagenet")'
+    assert model_line in recipe
+    # The strategy must come before any other TensorFlow op: the test's data after it.
+    strategy_line = "strategy = tf.distribute.MultiWorkerMirroredStrategy()"
+    head, tail = recipe.split(strategy_line)
+    script = "\n".join([
+        head + strategy_line,
+        "import numpy as np",
+        "rng = np.random.default_rng(0)",
+        "images = rng.random((64, 32, 32, 3), dtype=np.float32)",
+        "train_dataset = tf.data.Dataset.from_tensor_slices((images, rng.integers(0, 4, 64)))"
+        ".batch(16).repeat()",
+        "epochs, steps_per_epoch = 2, 4",
+        "keras.utils.set_random_seed(0)",
+        tail.replace(model_line, 'build_classifier("small_cnn", 4, 32)'),
+        "print('weights', sum(float(abs(w.numpy()).sum()) for w in classifier.weights))",
+    ])
+    (tmp_path / "recipe.py").write_text(script)
+    hosts = [f"localhost:{port}" for port in _free_ports(2)]
+    workers = []
+    for index in range(2):
+        folder = tmp_path / f"worker{index}"
+        folder.mkdir()
+        config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(config), TF_CPP_MIN_LOG_LEVEL="2")
+        workers.append(subprocess.Popen(
+            [sys.executable, str(tmp_path / "recipe.py")], cwd=folder, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outputs = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-3000:]
+        outputs.append(stdout)
+    sums = [next(line for line in out.splitlines() if line.startswith("weights")) for out in outputs]
+    assert sums[0] == sums[1]
+    # Two epochs were printed, with the scheme's counters.
+    assert all(out.count("occluded_steps") == 2 for out in outputs)
+    assert (tmp_path / "worker0" / "cars.keras").is_file()
+    assert not (tmp_path / "worker1" / "cars.keras").exists()
+    saved = keras.models.load_model(tmp_path / "worker0" / "cars.keras")
+    assert not any(isinstance(layer, SyncBatchNormalization) for layer in saved.layers)
