@@ -1,6 +1,6 @@
 """Speed and memory of the distraction step against a plain step, side by side.
 
-    python -m playing_distraction.bench                  # small_cnn, about 2 minutes
+    python -m playing_distraction.bench                  # small_cnn: 3 minutes on 2 cores
     python -m playing_distraction.bench --full           # + ResNet50, InceptionV3, DenseNet121
 
 For every backbone, precision (float32, mixed_float16) and XLA setting, one process
@@ -112,8 +112,8 @@ def step_memory(function):
 
 
 def _train_function(model, batch):
-    """A callable running one compiled training step of ``model`` on ``batch``, traced
-    and compiled by one warm-up ``fit`` step."""
+    """A callable running one compiled training step of ``model`` on ``batch``; a short
+    warm-up ``fit`` traces and compiles it first."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensors(batch).repeat()

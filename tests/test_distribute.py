@@ -137,12 +137,16 @@ def test_two_replicas_train_the_scheme_like_one_device():
 
 def test_train_py_strategy_mirrored_matches_one_device(tmp_path, fashion_dir):
     result = _two_devices("train", fashion_dir, tmp_path / "runs")
-    assert result["codes"] == {"one": 0, "two": 0, "xla": 0}
+    assert result["codes"] == {"one": 0, "two": 0, "xla": 0, "odd_batch": 1}
+    assert not result["odd_batch_folder"]
     assert result["replicas"] == 2
     assert result["two"] < 1e-3, result
     # The saved classifier is plain Keras: no layer of this package in it.
     assert "SyncBatchNormalization" not in result["saved_layer_types"]
     assert "BatchNormalization" in result["saved_layer_types"]
+    # Interrupted after its first epoch and resumed, it ends as the uninterrupted run.
+    assert result["resume"] == {"codes": {"whole": 0, "interrupted": 130, "resumed": 0},
+                                "equal": True}
 
 
 def _free_ports(count):

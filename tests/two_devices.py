@@ -101,13 +101,43 @@ def compare_train(data_dir, out_dir):
                          skiprows=1, usecols=range(3, 13))
         for name in runs}
     saved = keras.models.load_model(os.path.join(out_dir, "two", "model.keras"))
+    # A global batch that does not split evenly over the replicas is refused.
+    codes["odd_batch"] = train_main(common + ["--strategy", "mirrored", "--batch-size", "15",
+                                              "--run-name", "odd"])
     return {
         "codes": codes,
         "replicas": make_strategy("mirrored").num_replicas_in_sync,
         "two": float(np.abs(probabilities["two"] - probabilities["one"]).max()),
         "xla": float(np.abs(probabilities["xla"] - probabilities["one"]).max()),
         "saved_layer_types": sorted({type(layer).__name__ for layer in saved.layers}),
+        "odd_batch_folder": os.path.exists(os.path.join(out_dir, "odd")),
+        "resume": compare_resume(data_dir, os.path.join(out_dir, "resume")),
     }
+
+
+def compare_resume(data_dir, out_dir):
+    """Two replicas, interrupted after the first of two epochs and resumed, against
+    the same run uninterrupted: the exit codes and whether the predictions are equal."""
+    from playing_distraction import checkpoints
+    from playing_distraction.cli import train_main
+
+    args = ["--dataset", "fashion-mnist", "--data-dir", data_dir, "--out-dir", out_dir,
+            "--epochs", "2", "--verbose", "0", "--no-augment", "--learning-rate", "1e-3",
+            "--strategy", "mirrored"]
+    codes = {"whole": train_main(args + ["--run-name", "whole"])}
+    original = checkpoints.Checkpoint.on_epoch_end
+
+    def interrupted(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    checkpoints.Checkpoint.on_epoch_end = interrupted
+    codes["interrupted"] = train_main(args + ["--run-name", "resumed"])
+    checkpoints.Checkpoint.on_epoch_end = original
+    codes["resumed"] = train_main(args + ["--run-name", "resumed", "--resume"])
+    whole, resumed = (open(os.path.join(out_dir, name, "predictions.csv")).read()
+                      for name in ("whole", "resumed"))
+    return {"codes": codes, "equal": whole == resumed}
 
 
 if __name__ == "__main__":
