@@ -334,8 +334,23 @@ def _parser():
     parser.add_argument("--calls", type=int,
                         help="calls of each variant per round (default: about 0.3 s of plain "
                         "steps, 1 to 16)")
-    parser.add_argument("--json", help="also write the rows and goals to this JSON file")
+    parser.add_argument("--json", help="also write the rows and goals to this JSON file "
+                        "(rewritten after every row, so a long run that stops keeps its rows)")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="print the report of a JSON file written before; measure nothing")
     return parser
+
+
+def _report(machine, versions, rows):
+    return {"machine": machine, **versions, "rows": rows,
+            "goals": [dict(zip(("goal", "description", "bound", "worst", "met"), goal))
+                      for goal in goals(rows)]}
+
+
+def _write(path, report):
+    temporary = Path(f"{path}.partial")
+    temporary.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(temporary, path)
 
 
 def main(argv=None):
@@ -345,6 +360,17 @@ def main(argv=None):
             return _fail("bench", f"--{name.replace('_', '-')} must be positive", 2)
     if args.image_size is not None and args.image_size < 1:
         return _fail("bench", "--image-size must be positive", 2)
+    if args.from_json:
+        try:
+            report = json.loads(Path(args.from_json).read_text())
+            print(render(report["rows"], report["machine"]))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+            return _fail("bench", f"cannot read a report from {args.from_json}: {error}", 1)
+        return 0
+    if args.json:
+        folder = Path(args.json).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            return _fail("bench", f"cannot write {args.json}: no writable folder {folder}", 1)
     from .backbones import BACKBONES
 
     backbones = list(dict.fromkeys(args.backbones + (list(FULL_BACKBONES) if args.full else [])))
@@ -366,22 +392,16 @@ def main(argv=None):
     gpus = tf.config.list_physical_devices("GPU")
     machine = f"{len(gpus)} GPU" if gpus else f"{os.cpu_count()} CPU cores, no GPU"
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    versions = {"tensorflow": tf.__version__, "python": platform.python_version()}
     rows = []
     for backbone in backbones:
         for precision in args.precision:
             for switch in args.jit_compile:
                 rows.append(measure(backbone, precision, SWITCHES[switch], args.batch_size,
                                     args.image_size, args.rounds, args.calls, log=log))
+                if args.json:
+                    _write(args.json, _report(machine, versions, rows))
     print(render(rows, machine))
-    if args.json:
-        report = {"machine": machine, "tensorflow": tf.__version__,
-                  "python": platform.python_version(), "rows": rows,
-                  "goals": [dict(zip(("goal", "description", "bound", "worst", "met"), goal))
-                            for goal in goals(rows)]}
-        try:
-            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        except OSError as error:
-            return _fail("bench", f"cannot write {args.json}: {error.strerror}", 1)
     return 0
 
 

@@ -78,7 +78,7 @@ def test_the_timed_tf_keras_vis_call_computes_the_same_maps():
     np.testing.assert_allclose(grad_cam(model, images, classes), reference, atol=1e-3)
 
 
-def test_bench_runs_and_writes_its_report(tmp_path):
+def test_bench_runs_and_writes_its_report(tmp_path, capsys):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
     done = subprocess.run(
@@ -97,6 +97,9 @@ def test_bench_runs_and_writes_its_report(tmp_path):
     (plain_before, plain_peak), (occluded_before, occluded_peak) = row["memory_bytes"].values()
     assert plain_peak > plain_before >= 0 and occluded_peak > occluded_before >= 0
     assert [goal["goal"] for goal in report["goals"]] == list(bench.GOALS)
+    # The report is rendered again from the rows alone.
+    assert bench.main(["--from-json", str(tmp_path / "bench.json")]) == 0
+    assert capsys.readouterr().out == done.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -114,3 +117,17 @@ def test_bad_flags_give_one_line_and_exit_2(args, message, capsys):
     assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bench: error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--json", "missing/bench.json"], "cannot write missing/bench.json: no writable folder"),
+    (["--from-json", "nothing.json"], "cannot read a report from nothing.json"),
+    (["--from-json", "bad.json"], "cannot read a report from bad.json"),
+])
+def test_unusable_report_files_give_one_line_and_exit_1(args, message, tmp_path, monkeypatch,
+                                                         capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text('{"rows": [')
+    assert bench.main(args) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bench: error: {message}")
