@@ -51,6 +51,12 @@ class BackboneSpec:
     def has_imagenet_weights(self):
         return self.application is not None
 
+    def check_input_size(self, size):
+        """ValueError naming --image-size when ``size`` is below what the backbone takes."""
+        if size < self.min_input_size:
+            raise ValueError(f"--image-size {size} is below the {self.min_input_size} "
+                             f"pixels that {self.name} needs")
+
 
 BACKBONES = {
     spec.name: spec

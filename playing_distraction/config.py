@@ -142,10 +142,7 @@ class TrainConfig:
             raise ValueError(
                 f"--weights imagenet: backbone {backbone.name} has no ImageNet weights "
                 "(use --weights none or a weights file)")
-        if config.image_size < backbone.min_input_size:
-            raise ValueError(
-                f"--image-size {config.image_size} is below the {backbone.min_input_size} "
-                f"pixels that {backbone.name} needs")
+        backbone.check_input_size(config.image_size)
         return config
 
     def check(self):

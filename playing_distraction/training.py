@@ -263,7 +263,7 @@ def run_training(config, data=None, log=print):
                                         "data_path": str(data.path)}
             (run_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
         with strategy.scope():
-            history = _fit(model, config, splits, run_dir, stopper,
+            history = _fit(model, config, splits, steps, run_dir, stopper,
                            config.epochs if stopped else first_epoch)
         # The predictions come from the model that is saved, on one device.
         classifier = saved_classifier(classifier)
@@ -311,9 +311,9 @@ def _dataset(split, config, training, epochs=None):
                         epochs=epochs)
 
 
-def _fit(model, config, splits, run_dir, stopper, first_epoch):
-    """Fit from ``first_epoch``; returns the whole history (all epochs) from history.csv."""
-    steps = _count(splits["train"]) // config.batch_size
+def _fit(model, config, splits, steps, run_dir, stopper, first_epoch):
+    """Fit ``steps`` batches per epoch from ``first_epoch``; returns the whole history
+    (all epochs) from history.csv."""
     train_set = _dataset(splits["train"], config, True, epochs=(first_epoch, config.epochs))
     val_set = None if splits["validation"] is None else _dataset(splits["validation"], config, False)
     history_file = run_dir / "history.csv"
