@@ -35,6 +35,8 @@ class BackboneSpec:
     preprocessing: the ``preprocess_input`` mode of keras.applications
         ("caffe", "tf" or "torch").
     last_conv: name of the last convolutional block, where Grad-CAM is taken.
+    cam_module_layer: where the pairwise scheme attaches its CAM module: the input
+        of the last down-sampling stage (14 x 14 maps at 224 px; PAPERS.md §3).
     input_size: default square input size.
     min_input_size: smallest input the architecture accepts.
     """
@@ -43,6 +45,7 @@ class BackboneSpec:
     application: str | None
     preprocessing: str
     last_conv: str
+    cam_module_layer: str
     input_size: int
     min_input_size: int
     description: str
@@ -62,19 +65,19 @@ BACKBONES = {
     spec.name: spec
     for spec in (
         BackboneSpec(
-            "resnet50", "ResNet50", "caffe", "conv5_block3_out", 224, 32,
+            "resnet50", "ResNet50", "caffe", "conv5_block3_out", "conv4_block6_out", 224, 32,
             "ResNet50 (He et al.), the paper's main backbone",
         ),
         BackboneSpec(
-            "inception_v3", "InceptionV3", "tf", "mixed10", 224, 75,
+            "inception_v3", "InceptionV3", "tf", "mixed10", "mixed7", 224, 75,
             "InceptionV3 (Szegedy et al.); the paper uses 224x224 inputs",
         ),
         BackboneSpec(
-            "densenet121", "DenseNet121", "torch", "relu", 224, 32,
+            "densenet121", "DenseNet121", "torch", "relu", "conv4_block24_concat", 224, 32,
             "DenseNet121 (Huang et al.)",
         ),
         BackboneSpec(
-            "small_cnn", None, "tf", "features", 32, 16,
+            "small_cnn", None, "tf", "features", "block2b", 32, 16,
             "a 5-layer CNN (about 0.15 M parameters) for the embedded demo and the "
             "tests on a CPU; no pretrained weights",
         ),
@@ -222,10 +225,10 @@ def build_classifier(backbone, num_classes, image_size=None, weights="none"):
 
     spec = get_backbone(backbone)
     size = spec.input_size if image_size is None else image_size
-    if size < spec.min_input_size:
-        raise UserError(
-            f"--image-size {size} is too small for {spec.name} (at least {spec.min_input_size})"
-        )
+    try:
+        spec.check_input_size(size)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     if weights == "imagenet" and not spec.has_imagenet_weights:
         raise UserError(
             f"backbone {spec.name} has no ImageNet weights; use --weights none or a weights file"

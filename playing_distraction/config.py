@@ -1,16 +1,20 @@
 """Training configuration: one dataclass field per command-line flag.
 
-Defaults are the paper's (Morales et al., 2021, Sec. 4.2; PAPERS.md §1): Adam with
-lr 5e-5, beta_1 0.9, beta_2 0.999, epsilon 7e-7; batch 16; early stopping on
-validation accuracy with patience 30; p = 0.25; th = 0.85; 0-occlusion; 25 %
-stratified validation split. Fields left at None are resolved from the dataset and
-backbone registries by ``resolved()``; the resolved config is saved with every run.
+Defaults are the papers': for distraction (Morales et al., 2021, Sec. 4.2; PAPERS.md
+§1) Adam with lr 5e-5, beta_1 0.9, beta_2 0.999, epsilon 7e-7; batch 16; early
+stopping on validation accuracy with patience 30; p = 0.25; th = 0.85;
+0-occlusion; 25 % stratified validation split. Pairwise (PAPERS.md §3): gamma 0.7,
+alpha 1, beta 2. HNC (§4): weight 0.07 (mse) or 0.005 (kd), k = ⌈0.1 K⌉, T = 1.
+Fields left at None are resolved from the dataset and backbone registries by
+``resolved()`` (and the number of classes by ``for_classes()``); the resolved
+config is saved with every run.
 
 This module does not import TensorFlow, so a bad flag is reported at once.
 """
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 
@@ -24,6 +28,18 @@ STRATEGIES = ("none", "mirrored")
 # "none" trains the baseline; the others are the fills of occlusion.FILLS (kept here
 # as names so that this module stays free of TensorFlow; a test keeps them in step).
 OCCLUSIONS = ("none", "zero", "one", "random")
+METHODS = ("distraction", "pairwise")
+# The names of schemes.PAIRWISE_LOSSES and ("none", *losses.HNC_FORMS), kept here so
+# that this module stays free of TensorFlow; a test keeps them in step.
+PAIRWISE_LOSSES = ("full", "category", "instance", "attention_mining")
+HNC_CHOICES = ("none", "mse", "kd")
+# The authors' weights of the two HNC forms (PAPERS.md §4).
+HNC_WEIGHTS = {"mse": 0.07, "kd": 0.005}
+
+
+def default_top_k(num_classes):
+    """HNC: ⌈0.1 K⌉ negative classes (100 of ImageNet's 1,000), at most the K - 1 there are."""
+    return max(1, min(num_classes - 1, math.ceil(0.1 * num_classes)))
 
 
 def _field(default, help, **options):
@@ -61,13 +77,41 @@ class TrainConfig:
     weights: str | None = _field(
         None, "'imagenet', 'none' or a weights file of the backbone without its top "
         "(default: imagenet where the backbone has it, else none)")
-    occlusion: str = _field(
-        "zero", "fill of the occluded pixels; 'none' trains the fine-tuned baseline",
-        choices=OCCLUSIONS)
-    probability: float = _field(0.25, "probability p of occluding a mini-batch")
-    threshold: float = _field(0.85, "heat threshold th: pixels with heat > th are occluded")
+    method: str = _field(
+        "distraction", "training scheme: distraction (playing to distraction; with "
+        "--occlusion none, plain fine-tuning) or pairwise (CAM erasing with pairwise "
+        "consistency)", choices=METHODS)
+    occlusion: str | None = _field(
+        None, "distraction: fill of the occluded pixels; 'none' trains the fine-tuned "
+        "baseline (default: zero; none with --method pairwise)", choices=OCCLUSIONS)
+    probability: float = _field(0.25, "distraction: probability p of occluding a mini-batch")
+    threshold: float = _field(
+        0.85, "distraction: heat threshold th: pixels with heat > th are occluded")
     cam_layer: str | None = _field(
         None, "layer for Grad-CAM (default: the backbone's last convolutional block)")
+    gamma: float = _field(
+        0.7, "pairwise: pixels where the CAM of the predicted class is above gamma are erased")
+    alpha: float = _field(1.0, "pairwise: weight of the erased image's cross-entropy")
+    beta: float = _field(2.0, "pairwise: weight of KL(erased || original)")
+    pairwise_loss: str = _field(
+        "full", "pairwise: all terms, or an ablation: category (category-level consistency "
+        "only: no KL), instance (instance-level only: no erased cross-entropy), "
+        "attention_mining (alpha x the main classifier's probability of the true class on "
+        "the erased image, minimised, instead of both)", choices=PAIRWISE_LOSSES)
+    cam_module_layer: str | None = _field(
+        None, "pairwise: layer the CAM module is attached to (default: the backbone's input "
+        "of its last down-sampling stage, e.g. conv4_block6_out for resnet50)")
+    cam_module_filters: int | None = _field(
+        None, "pairwise: channels of the CAM module's 1x1 convolution (default: those of "
+        "its layer)")
+    hnc: str = _field(
+        "none", "add the homogeneous negative-CAM loss in this form to any method",
+        choices=HNC_CHOICES)
+    hnc_weight: float | None = _field(
+        None, "weight of the HNC loss (default: 0.07 for mse, 0.005 for kd)")
+    hnc_top_k: int | None = _field(
+        None, "negative classes per image in the HNC loss (default: ceil(0.1 x classes))")
+    hnc_temperature: float = _field(1.0, "temperature T of the kd form of the HNC loss")
     epochs: int | None = _field(
         None, "maximum number of epochs (default: the dataset's, 6 for the embedded set)")
     patience: int = _field(30, "early-stopping patience in epochs, on validation accuracy")
@@ -100,7 +144,8 @@ class TrainConfig:
         "skipped")
     out_dir: str = _field("models", "folder that receives the run folder")
     run_name: str | None = _field(
-        None, "run folder name (default: <dataset>-<occlusion>-<backbone>-seed<seed>, "
+        None, "run folder name (default: <dataset>-<method>-<backbone>-seed<seed>, with "
+        "<method> the fill or pairwise, and -hnc_<form> if on; "
         "numbered if taken)")
     overwrite: bool = _field(False, "replace an existing run folder of the same name")
     jit_compile: str = _field(
@@ -132,8 +177,13 @@ class TrainConfig:
             epochs=self.epochs or dataset.default_epochs,
             image_size=self.image_size or dataset.image_size or backbone.input_size,
             cam_layer=self.cam_layer or backbone.last_conv,
+            occlusion=self.occlusion or ("zero" if self.method == "distraction" else "none"),
             oversample=dataset.oversample if self.oversample is None else self.oversample,
         )
+        if self.method == "pairwise":
+            config.cam_module_layer = self.cam_module_layer or backbone.cam_module_layer
+        if self.hnc != "none" and self.hnc_weight is None:
+            config.hnc_weight = HNC_WEIGHTS[self.hnc]
         for name, value in _DATASET_OPTION_DEFAULTS.items():
             if name in dataset.options and getattr(config, name) is None:
                 setattr(config, name, value)
@@ -147,7 +197,7 @@ class TrainConfig:
 
     def check(self):
         """Range and cross-field checks; ValueError with the flag's name."""
-        for name in ("probability", "threshold"):
+        for name in ("probability", "threshold", "gamma"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{_flag(name)} must be in [0, 1], got {value}")
@@ -159,7 +209,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "patience" else 1):
                 raise ValueError(f"--{_flag(name)} must be positive, got {value}")
-        for name in ("learning_rate", "epsilon"):
+        for name in ("alpha", "beta", "hnc_weight"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{_flag(name)} must be 0 or more, got {value}")
+        for name in ("hnc_top_k", "cam_module_filters"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{_flag(name)} must be positive, got {value}")
+        for name in ("learning_rate", "epsilon", "hnc_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
         for name in ("beta_1", "beta_2"):
@@ -185,6 +243,7 @@ class TrainConfig:
         low, high = self.brightness
         if not 0.0 <= low <= high:
             raise ValueError(f"--brightness needs 0 <= LOW <= HIGH, got {low} {high}")
+        self._check_method_options()
         options = get_dataset_spec(self.dataset).options
         for name, (datasets, default) in _DATASET_OPTIONS.items():
             if name not in options and getattr(self, name) not in (None, default):
@@ -198,9 +257,42 @@ class TrainConfig:
                                           or self.run_name in (".", "..")):
             raise ValueError(f"--run-name must be a plain folder name, got {self.run_name!r}")
 
+    def _check_method_options(self):
+        """A flag of another method than the one chosen is an error, not ignored."""
+        if self.method == "pairwise" and self.occlusion not in (None, "none"):
+            raise ValueError(f"--occlusion {self.occlusion} applies to --method distraction "
+                             "(pairwise erases with its own CAM module)")
+        for name, (method, default) in _METHOD_OPTIONS.items():
+            if self.method != method and getattr(self, name) != default:
+                raise ValueError(f"--{_flag(name)} applies to --method {method} only")
+        if self.hnc == "none":
+            for name in ("hnc_weight", "hnc_top_k", "hnc_temperature"):
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ValueError(f"--{_flag(name)} needs --hnc mse or --hnc kd")
+
+    def for_classes(self, num_classes):
+        """A copy with the defaults that depend on the number of classes filled in
+        (``hnc_top_k``), checked; ValueError names the flag."""
+        if self.hnc == "none":
+            return self
+        top_k = self.hnc_top_k or default_top_k(num_classes)
+        if not 1 <= top_k < num_classes:
+            raise ValueError(f"--hnc-top-k {top_k} exceeds the {num_classes - 1} negative "
+                             f"classes of {self.dataset}")
+        return dataclasses.replace(self, hnc_top_k=top_k)
+
+    @property
+    def method_tag(self):
+        """Short name of the method: the fill (distraction) or pairwise[-ablation],
+        with -hnc_<form> appended when the HNC loss is on."""
+        tag = self.occlusion if self.method == "distraction" else "pairwise"
+        if self.method == "pairwise" and self.pairwise_loss != "full":
+            tag += f"-{self.pairwise_loss}"
+        return tag if self.hnc == "none" else f"{tag}-hnc_{self.hnc}"
+
     @property
     def default_run_name(self):
-        return f"{self.dataset}-{self.occlusion}-{self.backbone}-seed{self.seed}"
+        return f"{self.dataset}-{self.method_tag}-{self.backbone}-seed{self.seed}"
 
     def augmentation(self):
         """The training augmentation this config asks for, or None."""
@@ -234,6 +326,14 @@ _DATASET_OPTIONS = {
     "event_split": ("egofoodplaces", None),
 }
 _DATASET_OPTION_DEFAULTS = {"aircraft_level": "variant", "event_split": (0.7, 0.1, 0.2)}
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+# Method-specific flags: the method they apply to, and their value when not given.
+_METHOD_OPTIONS = {
+    **{name: ("distraction", _DEFAULTS[name]) for name in ("probability", "threshold")},
+    **{name: ("pairwise", _DEFAULTS[name])
+       for name in ("gamma", "alpha", "beta", "pairwise_loss", "cam_module_layer",
+                    "cam_module_filters")},
+}
 
 
 def _flag(name):

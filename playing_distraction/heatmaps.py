@@ -29,11 +29,10 @@ def last_spatial_layer(model):
     raise ValueError(f"model {model.name} has no layer with a spatial (4-D) output")
 
 
-def _linear_gap_head(model, layer):
-    """The Dense layer when ``model``'s output is Dense(GlobalAveragePooling2D(layer)).
-
-    Returns None for any other head (then only the tape path is exact).
-    """
+def linear_head(model):
+    """(Dense layer, its pooled input, the feature map pooled) when ``model``'s single
+    output is a linear Dense over GlobalAveragePooling2D of a channels-last feature
+    map (every classifier ``build_classifier`` makes); None for any other head."""
     if len(model.outputs) != 1:
         return None
     dense = model.outputs[0]._keras_history.operation
@@ -42,7 +41,25 @@ def _linear_gap_head(model, layer):
     pool = dense.input._keras_history.operation
     if not isinstance(pool, keras.layers.GlobalAveragePooling2D) or pool.data_format != "channels_last":
         return None
-    return dense if pool.input is layer.output else None
+    return dense, dense.input, pool.input
+
+
+def _linear_gap_head(model, layer):
+    """The Dense layer when ``model``'s output is Dense(GlobalAveragePooling2D(layer)).
+
+    Returns None for any other head (then only the tape path is exact).
+    """
+    head = linear_head(model)
+    return head[0] if head is not None and head[2] is layer.output else None
+
+
+def class_activation_maps(features, kernel, bias=None):
+    """CAM of every class (Zhou et al., 2016): the (B, h, w, C) feature map through a
+    linear layer's (C, K) kernel and optional (K,) bias as a 1x1 convolution, giving
+    (B, h, w, K) float32 maps, with no ReLU and no normalisation. Their spatial mean
+    is the linear layer applied to the pooled features: the logits."""
+    maps = tf.einsum("bhwc,ck->bhwk", tf.cast(features, tf.float32), tf.cast(kernel, tf.float32))
+    return maps if bias is None else maps + tf.cast(bias, tf.float32)
 
 
 class GradCAM:

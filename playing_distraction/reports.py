@@ -120,8 +120,23 @@ class Method:
     runs: list
 
 
+PAIRWISE_NAMES = {"full": "pairwise", "category": "pairwise (category only)",
+                  "instance": "pairwise (instance only)",
+                  "attention_mining": "pairwise (attention mining)"}
+
+
 def method_name(config):
-    return METHOD_NAMES.get(config.get("occlusion"), config.get("occlusion", "?"))
+    """The column name of a run's method: its fill (distraction) or pairwise variant,
+    with " + HNC-<form>" when the HNC loss was on (the baseline + HNC is "HNC-<form>").
+    Configs written before --method and --hnc existed are distraction runs."""
+    if config.get("method", "distraction") == "pairwise":
+        name = PAIRWISE_NAMES.get(config.get("pairwise_loss"), "pairwise")
+    else:
+        name = METHOD_NAMES.get(config.get("occlusion"), config.get("occlusion", "?"))
+    hnc = config.get("hnc", "none")
+    if hnc == "none":
+        return name
+    return f"HNC-{hnc}" if name == "baseline" else f"{name} + HNC-{hnc}"
 
 
 def load_methods(baseline, methods):

@@ -24,11 +24,12 @@ from scipy.special import logsumexp
 
 from .backbones import build_classifier
 from .checkpoints import CHECKPOINT, Checkpoint, EarlyStopping, restore
+from .config import TrainConfig
 from .datasets import get_dataset_spec, load_dataset, resolve_data_dir
 from .distribute import SyncBatchNormalization, make_strategy, with_batchnorm
 from .errors import UserError
 from .pipeline import make_dataset, prepare
-from .schemes import DistractionModel
+from .schemes import DistractionModel, PairwiseModel, TrainingScheme
 from .splits import oversample, split_train_validation
 
 # Flags that may differ between an interrupted run and its resumption.
@@ -46,7 +47,7 @@ def _switch(value):
 
 def run_name(config):
     """The run folder name: --run-name (with the seed appended for repetitions) or
-    <dataset>-<occlusion>-<backbone>-seed<seed>."""
+    <dataset>-<method tag>-<backbone>-seed<seed> (``TrainConfig.method_tag``)."""
     if config.run_name is None:
         return config.default_run_name
     return config.run_name if config.repeats == 1 else f"{config.run_name}-seed{config.seed}"
@@ -63,9 +64,12 @@ def open_run_dir(config):
     run_dir = out_dir / run_name(config)
     if run_dir.exists() and config.resume:
         saved = _saved_config(run_dir)
+        # A flag added since the run started (absent from its config) counts as
+        # unchanged at its default value.
+        defaults = TrainConfig().to_dict()
         changed = sorted(key for key, value in config.to_dict().items()
                          if key not in _RESUMABLE_CHANGES
-                         and json.loads(json.dumps(value)) != saved.get(key))
+                         and json.loads(json.dumps(value)) != saved.get(key, defaults[key]))
         if changed:
             flags = ", ".join(f"--{key.replace('_', '-')}" for key in changed)
             raise UserError(f"cannot resume {run_dir}: it was started with other {flags}")
@@ -108,7 +112,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def build_model(config, num_classes):
-    """The classifier and the model to fit: itself (baseline) or a DistractionModel.
+    """The classifier and the model to fit: the classifier itself (baseline), a
+    ``TrainingScheme`` (baseline + HNC), a ``DistractionModel`` or a ``PairwiseModel``.
 
     Under a distribution strategy with ``sync_batchnorm``, the classifier's
     BatchNormalization layers are ``SyncBatchNormalization`` (see ``distribute.py``);
@@ -117,13 +122,36 @@ def build_model(config, num_classes):
     classifier = build_classifier(config.backbone, num_classes, config.image_size, config.weights)
     if config.strategy != "none" and config.sync_batchnorm:
         classifier = with_batchnorm(classifier, SyncBatchNormalization)
-    if config.occlusion == "none":
-        return classifier, classifier
-    scheme = DistractionModel(
-        classifier, probability=config.probability, threshold=config.threshold,
-        fill=config.occlusion, layer_name=config.cam_layer, seed=config.seed,
-    )
+    hnc = {} if config.hnc == "none" else {
+        "hnc": config.hnc, "hnc_weight": config.hnc_weight, "hnc_top_k": config.hnc_top_k,
+        "hnc_temperature": config.hnc_temperature}
+    try:
+        if config.method == "pairwise":
+            scheme = PairwiseModel(
+                classifier, _layer_name(classifier, config.cam_module_layer, "--cam-module-layer"),
+                gamma=config.gamma, alpha=config.alpha, beta=config.beta,
+                pairwise_loss=config.pairwise_loss, module_filters=config.cam_module_filters,
+                **hnc)
+        elif config.occlusion != "none":
+            scheme = DistractionModel(
+                classifier, probability=config.probability, threshold=config.threshold,
+                fill=config.occlusion, layer_name=_layer_name(classifier, config.cam_layer,
+                                                              "--cam-layer"),
+                seed=config.seed, **hnc)
+        else:
+            scheme = TrainingScheme(classifier, **hnc) if hnc else classifier
+    except ValueError as error:
+        raise UserError(str(error)) from None
     return classifier, scheme
+
+
+def _layer_name(model, name, flag):
+    """``name`` if ``model`` has such a layer; a UserError naming the flag otherwise."""
+    try:
+        model.get_layer(name)
+    except ValueError:
+        raise UserError(f"{flag} {name}: {model.name} has no layer of that name") from None
+    return name
 
 
 def saved_classifier(classifier):
@@ -220,6 +248,10 @@ def run_protocol(config, log=print):
 def run_training(config, data=None, log=print):
     """Train one model as ``config`` says (its seed); returns the run folder."""
     data = data if data is not None else prepare_data(config, log)
+    try:
+        config = config.for_classes(len(data.class_names))
+    except ValueError as error:
+        raise UserError(str(error)) from None
     splits = split_data(data, config)
     strategy = make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
