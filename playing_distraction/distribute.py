@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 STRATEGIES = ("none", "mirrored")
+_MIRRORED = {}
 
 
 def make_strategy(name):
@@ -28,9 +29,15 @@ def make_strategy(name):
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = (tf.config.list_logical_devices("GPU")
-                   or tf.config.list_logical_devices("CPU"))
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
+        devices = tuple(device.name for device in (tf.config.list_logical_devices("GPU")
+                                                   or tf.config.list_logical_devices("CPU")))
+        # One strategy per device set and process: a new MirroredStrategy numbers its
+        # collectives from the start again, and TensorFlow then paired them with
+        # those of an earlier strategy's runs (--repeats, or several train_main
+        # calls): "Shape mismatch in the collective instance" on the next run.
+        if devices not in _MIRRORED:
+            _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
+        return _MIRRORED[devices]
     raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
 
 

@@ -28,17 +28,23 @@ class CAMModule(keras.layers.Layer):
         scheme defaults to the channels of the feature map it is attached to).
     activation: of the convolution; ReLU (default) keeps A non-negative, as in the
         CAM of Zhou et al. (2016).
+    seed: seeds the initial kernels (Glorot uniform), so they do not depend on what
+        else drew from Keras' global seed before.
     The classifier is float32, so logits and maps stay float32 under mixed precision.
     """
 
-    def __init__(self, num_classes, filters, activation="relu", **kwargs):
+    def __init__(self, num_classes, filters, activation="relu", seed=None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.filters = int(filters)
         self.activation = activation
+        self.seed = seed
         self.conv = keras.layers.Conv2D(
-            self.filters, 1, activation=activation, dtype=self.dtype_policy, name="conv")
-        self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
+            self.filters, 1, activation=activation, dtype=self.dtype_policy, name="conv",
+            kernel_initializer=keras.initializers.GlorotUniform(seed))
+        self.classifier = keras.layers.Dense(
+            self.num_classes, dtype="float32", name="classifier",
+            kernel_initializer=keras.initializers.GlorotUniform(None if seed is None else seed + 1))
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -57,7 +63,7 @@ class CAMModule(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, filters=self.filters,
-                      activation=self.activation)
+                      activation=self.activation, seed=self.seed)
         return config
 
 
@@ -74,10 +80,14 @@ class CAMErasing(keras.layers.Layer):
     layer returns the images unchanged.
 
     The mask is boolean, so no gradient flows through the maps or the logits into
-    the choice of pixels; gradients reach the kept pixels unchanged.
+    the choice of pixels; gradients reach the kept pixels unchanged. The layer
+    computes in float32 whatever the global policy (as the images the classifiers
+    take are): under mixed_float16, float16 maps and logits would round ties into
+    the predicted class and flip pixels at the threshold.
     """
 
     def __init__(self, gamma=0.7, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")

@@ -40,6 +40,10 @@ def attention_mining(labels, logits):
 def negative_cams(labels, cams, top_k):
     """The (B, k, h, w) CAMs of each image's ``top_k`` negative classes (every class
     but its label), ranked by the spatial sum of their CAM, highest first."""
+    classes = cams.shape[-1]
+    if classes is not None and not 1 <= top_k < classes:
+        raise ValueError(f"top_k must be in [1, {classes - 1}] (the negative classes of "
+                         f"{classes}), got {top_k}")
     cams = tf.cast(cams, tf.float32)
     sums = tf.reduce_sum(cams, axis=(1, 2))
     positive = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(cams)[-1], on_value=True,

@@ -284,6 +284,9 @@ class PairwiseModel(TrainingScheme):
         ``conv4_block6_out``).
     module_filters: channels of the CAM module's 1x1 convolution (default: those of
         the module layer).
+    seed: seeds the initial weights of the CAM module and the erased head, so they
+        are the same whatever drew from Keras' global seed before (e.g. the
+        BatchNormalization swap under a distribution strategy).
     Further keyword arguments (``hnc``, ...) go to ``TrainingScheme``; the HNC loss
     is then taken on the original batch.
 
@@ -293,7 +296,7 @@ class PairwiseModel(TrainingScheme):
     """
 
     def __init__(self, classifier, module_layer, gamma=0.7, alpha=1.0, beta=2.0,
-                 pairwise_loss="full", module_filters=None, **kwargs):
+                 pairwise_loss="full", module_filters=None, seed=None, **kwargs):
         if pairwise_loss not in PAIRWISE_LOSSES:
             raise ValueError(f"unknown pairwise loss {pairwise_loss!r} (choose from "
                              f"{', '.join(PAIRWISE_LOSSES)})")
@@ -310,15 +313,19 @@ class PairwiseModel(TrainingScheme):
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.module_filters = module_filters
+        self.seed = seed
         num_classes = self.head.units
-        self.cam_module = CAMModule(num_classes, module_filters or stage.shape[-1],
+        self.cam_module = CAMModule(num_classes, module_filters or stage.shape[-1], seed=seed,
                                     name="cam_module")
         self.cam_module.build(stage.shape)
         self.erasing = CAMErasing(gamma, name="cam_erasing")
+        self.erasing.build(classifier.inputs[0].shape)  # no weights; built, for Keras
         self.erased_head = None
         if pairwise_loss != "attention_mining":
-            self.erased_head = keras.layers.Dense(num_classes, dtype="float32",
-                                                  name="erased_logits")
+            self.erased_head = keras.layers.Dense(
+                num_classes, dtype="float32", name="erased_logits",
+                kernel_initializer=keras.initializers.GlorotUniform(
+                    None if seed is None else seed + 2))
             self.erased_head.build((None, self.head.kernel.shape[0]))
 
     def term_names(self):
@@ -364,5 +371,6 @@ class PairwiseModel(TrainingScheme):
             beta=self.beta,
             pairwise_loss=self.pairwise_loss,
             module_filters=self.module_filters,
+            seed=self.seed,
         )
         return config

@@ -131,7 +131,7 @@ def build_model(config, num_classes):
                 classifier, _layer_name(classifier, config.cam_module_layer, "--cam-module-layer"),
                 gamma=config.gamma, alpha=config.alpha, beta=config.beta,
                 pairwise_loss=config.pairwise_loss, module_filters=config.cam_module_filters,
-                **hnc)
+                seed=config.seed, **hnc)
         elif config.occlusion != "none":
             scheme = DistractionModel(
                 classifier, probability=config.probability, threshold=config.threshold,
@@ -146,7 +146,10 @@ def build_model(config, num_classes):
 
 
 def _layer_name(model, name, flag):
-    """``name`` if ``model`` has such a layer; a UserError naming the flag otherwise."""
+    """``name`` if ``model`` has such a layer (None: the scheme's default); a UserError
+    naming the flag otherwise."""
+    if name is None:
+        return None
     try:
         model.get_layer(name)
     except ValueError:

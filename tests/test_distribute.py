@@ -43,6 +43,7 @@ def test_make_strategy():
     assert make_strategy("none") is tf.distribute.get_strategy()
     mirrored = make_strategy("mirrored")
     assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    assert make_strategy("mirrored") is mirrored  # one per process (see make_strategy)
     assert mirrored.num_replicas_in_sync == len(tf.config.list_logical_devices("CPU"))
     with pytest.raises(ValueError, match="unknown strategy"):
         make_strategy("tpu")
@@ -137,13 +138,23 @@ def test_two_replicas_train_the_scheme_like_one_device():
 
 def test_train_py_strategy_mirrored_matches_one_device(tmp_path, fashion_dir):
     result = _two_devices("train", fashion_dir, tmp_path / "runs")
-    assert result["codes"] == {"one": 0, "two": 0, "xla": 0, "odd_batch": 1}
+    assert result["codes"] == {"one": 0, "two": 0, "xla": 0, "pairwise_one": 0,
+                               "pairwise_two": 0, "pairwise_xla": 0, "pairwise_local": 0,
+                               "odd_batch": 1}
     assert not result["odd_batch_folder"]
     assert result["replicas"] == 2
     assert result["two"] < 1e-3, result
-    # The saved classifier is plain Keras: no layer of this package in it.
-    assert "SyncBatchNormalization" not in result["saved_layer_types"]
-    assert "BatchNormalization" in result["saved_layer_types"]
+    # Pairwise + HNC (two passes through the backbone per step; terms added to the
+    # compiled loss and scaled per replica as Keras scales it) on two replicas:
+    # within float tolerance of one device, the tolerance measured by compiling the
+    # same run with XLA.
+    assert result["pairwise_two"] < max(1e-3, 2 * result["pairwise_xla"]), result
+    # ... which the yardstick can tell from per-replica BatchNormalization.
+    assert result["pairwise_local"] > 10 * result["pairwise_two"], result
+    # The saved classifiers are plain Keras: no layer of this package in them.
+    for types in (result["saved_layer_types"], result["saved_pairwise_layer_types"]):
+        assert "SyncBatchNormalization" not in types and "CAMModule" not in types
+        assert "BatchNormalization" in types
     # Interrupted after its first epoch and resumed, it ends as the uninterrupted run.
     assert result["resume"] == {"codes": {"whole": 0, "interrupted": 130, "resumed": 0},
                                 "equal": True}

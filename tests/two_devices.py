@@ -87,20 +87,27 @@ def compare_scheme():
 
 def compare_train(data_dir, out_dir):
     """train.py on one device, on two replicas, and on one device with XLA (the
-    yardstick of float tolerance); the test probabilities each wrote."""
+    yardstick of float tolerance), for distraction and for pairwise + HNC, all in
+    this one process (as --repeats would); the test probabilities each wrote."""
     from playing_distraction.cli import train_main
 
     common = ["--dataset", "fashion-mnist", "--data-dir", data_dir, "--out-dir", out_dir,
               "--epochs", "1", "--verbose", "0", "--no-augment", "--learning-rate", "1e-3"]
+    pairwise = ["--method", "pairwise", "--hnc", "mse"]
     runs = {"one": ["--strategy", "none", "--jit-compile", "off"],
             "two": ["--strategy", "mirrored"],
-            "xla": ["--strategy", "none", "--jit-compile", "on"]}
+            "xla": ["--strategy", "none", "--jit-compile", "on"],
+            "pairwise_one": ["--strategy", "none", "--jit-compile", "off", *pairwise],
+            "pairwise_two": ["--strategy", "mirrored", *pairwise],
+            "pairwise_xla": ["--strategy", "none", "--jit-compile", "on", *pairwise],
+            "pairwise_local": ["--strategy", "mirrored", "--no-sync-batchnorm", *pairwise]}
     codes = {name: train_main(common + flags + ["--run-name", name]) for name, flags in runs.items()}
     probabilities = {
         name: np.loadtxt(os.path.join(out_dir, name, "predictions.csv"), delimiter=",",
                          skiprows=1, usecols=range(3, 13))
         for name in runs}
     saved = keras.models.load_model(os.path.join(out_dir, "two", "model.keras"))
+    saved_pairwise = keras.models.load_model(os.path.join(out_dir, "pairwise_two", "model.keras"))
     # A global batch that does not split evenly over the replicas is refused.
     codes["odd_batch"] = train_main(common + ["--strategy", "mirrored", "--batch-size", "15",
                                               "--run-name", "odd"])
@@ -109,7 +116,15 @@ def compare_train(data_dir, out_dir):
         "replicas": make_strategy("mirrored").num_replicas_in_sync,
         "two": float(np.abs(probabilities["two"] - probabilities["one"]).max()),
         "xla": float(np.abs(probabilities["xla"] - probabilities["one"]).max()),
+        "pairwise_two": float(np.abs(probabilities["pairwise_two"]
+                                     - probabilities["pairwise_one"]).max()),
+        "pairwise_xla": float(np.abs(probabilities["pairwise_xla"]
+                                     - probabilities["pairwise_one"]).max()),
+        "pairwise_local": float(np.abs(probabilities["pairwise_local"]
+                                       - probabilities["pairwise_one"]).max()),
         "saved_layer_types": sorted({type(layer).__name__ for layer in saved.layers}),
+        "saved_pairwise_layer_types": sorted({type(layer).__name__
+                                              for layer in saved_pairwise.layers}),
         "odd_batch_folder": os.path.exists(os.path.join(out_dir, "odd")),
         "resume": compare_resume(data_dir, os.path.join(out_dir, "resume")),
     }
