@@ -3,6 +3,8 @@
 The flagship method is "Playing to distraction" (Morales et al., 2021): during
 fine-tuning, with probability p per mini-batch, the hottest Grad-CAM pixels of each
 image for its true class are occluded and the network trains on the occluded batch.
+CAM erasing with pairwise consistency (``PairwiseModel``) and the homogeneous
+negative-CAM loss (``TrainingScheme(hnc=...)``, or with any scheme) share its machinery.
 
 The TensorFlow-backed names are imported on first use, so that the command-line
 tools can reject a bad flag at once, before TensorFlow is loaded.
@@ -19,6 +21,10 @@ _LAZY = {
     "occlude": "occlusion",
     "FILLS": "occlusion",
     "DistractionModel": "schemes",
+    "PairwiseModel": "schemes",
+    "TrainingScheme": "schemes",
+    "CAMModule": "layers",
+    "CAMErasing": "layers",
     "SyncBatchNormalization": "distribute",
     "with_batchnorm": "distribute",
     "build_classifier": "backbones",

@@ -76,6 +76,9 @@ class TrainingScheme(keras.Model):
         super().__init__(**kwargs)
         if hnc not in (None, *HNC_FORMS):
             raise ValueError(f"unknown HNC form {hnc!r} (choose from {', '.join(HNC_FORMS)})")
+        if hnc is None and (hnc_weight is not None or hnc_top_k is not None
+                            or hnc_temperature != 1.0):
+            raise ValueError("hnc_weight, hnc_top_k and hnc_temperature need hnc='mse' or 'kd'")
         self.classifier = classifier
         self.hnc = hnc
         self.hnc_weight = (None if hnc is None else

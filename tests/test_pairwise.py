@@ -633,9 +633,12 @@ def flatten_classifier():
     lambda: TrainingScheme(make_classifier(size=SIZE), hnc="mse", hnc_weight=-0.1),
     lambda: TrainingScheme(flatten_classifier(), hnc="mse"),
     lambda: DistractionModel(flatten_classifier(), hnc="kd"),
+    lambda: TrainingScheme(make_classifier(size=SIZE), hnc_weight=0.1),
+    lambda: TrainingScheme(make_classifier(size=SIZE), hnc_top_k=1),
 ], ids=["pairwise_loss", "alpha", "beta", "gamma_high", "gamma_low", "module_2d",
         "module_missing", "pairwise_flatten_head", "pairwise_top_k", "top_k_K", "top_k_0",
-        "hnc_form", "hnc_weight", "hnc_flatten_head", "distraction_hnc_flatten_head"])
+        "hnc_form", "hnc_weight", "hnc_flatten_head", "distraction_hnc_flatten_head",
+        "hnc_weight_without_hnc", "hnc_top_k_without_hnc"])
 def test_bad_settings_are_value_errors(build):
     with pytest.raises(ValueError):
         build()
