@@ -219,7 +219,7 @@ def test_imagenet_weights_for_inception_v3_without_download(monkeypatch):
 
 
 def test_image_size_zero_is_refused_not_defaulted():
-    with pytest.raises(UserError, match="too small"):
+    with pytest.raises(UserError, match="--image-size 0 is below the 16 pixels that small_cnn needs"):
         build_classifier("small_cnn", 3, 0)
 
 
