@@ -100,11 +100,17 @@ class CAMErasing(keras.layers.Layer):
                         predicted[:, None], batch_dims=1)[:, 0]
         return resize_bilinear(normalize_per_image(cam), size) > self.gamma
 
+    def erase(self, images, cams, logits):
+        """(the erased images, the boolean mask of erased pixels): the training-mode
+        output together with its mask, from one computation of the mask."""
+        images = tf.convert_to_tensor(images)
+        mask = self.mask(cams, logits, tf.shape(images)[1:3])
+        return occlude(images, mask, "zero"), mask
+
     def call(self, images, cams, logits, training=None):
         if not training:
             return images
-        images = tf.convert_to_tensor(images)
-        return occlude(images, self.mask(cams, logits, tf.shape(images)[1:3]), "zero")
+        return self.erase(images, cams, logits)[0]
 
     def compute_output_spec(self, images, cams, logits, training=None):
         return keras.KerasTensor(images.shape, images.dtype)

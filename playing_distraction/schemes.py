@@ -346,8 +346,9 @@ class PairwiseModel(TrainingScheme):
         outputs = self._with_cams(self.network(images, training=True))
         side_logits, cams = self.cam_module(outputs["stage"])
         logits = outputs["logits"]
-        mask = self.erasing.mask(cams, logits, tf.shape(images)[1:3])
-        erased = self.network(self.erasing(images, cams, logits, training=True), training=True)
+        # The layer's own training-mode output, with the mask it erased for the metric.
+        erased_images, mask = self.erasing.erase(images, cams, logits)
+        erased = self.network(erased_images, training=True)
         erased_logits = (erased["logits"] if self.erased_head is None
                          else self.erased_head(erased["pooled"]))
         return dict(outputs, side_logits=side_logits, erased_logits=erased_logits,
