@@ -1,9 +1,9 @@
 """The dataset registry: names -> layout readers, default folders and defaults.
 
 ``load_dataset(name, data_dir, **options)`` reads a dataset in its official layout
-(``layouts.py``) and returns a ``layouts.Dataset`` of official parts; the validation
-part is carved later from the official training set (``splits.py``) unless the
-dataset defines its own. Layouts and sources: ``data/README.md``.
+(``layouts/``, one module per layout) and returns a ``layouts.Dataset`` of official
+parts; the validation part is carved later from the official training set
+(``splits.py``) unless the dataset defines its own. Layouts and sources: ``data/README.md``.
 
 This module does not import TensorFlow.
 """

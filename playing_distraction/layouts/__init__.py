@@ -1,0 +1,65 @@
+"""Official on-disk dataset layouts -> lists of images (files or arrays) and labels.
+
+A reader checks the layout and the annotations and returns a ``Dataset`` of parts;
+it decodes no image (``pipeline.prepare`` does, in parallel). Every problem a user
+can cause - a missing folder or file, an unknown label, a class index out of range,
+an empty class - is a ``UserError`` naming the path (and line) and the layout
+expected. Layouts and where to obtain each dataset: ``data/README.md``.
+
+One module per official layout, as torchvision does:
+
+- ``base``: the ``Part`` and ``Dataset`` records, ``IMAGE_SUFFIXES`` and the shared
+  checks (missing folder or file, listed images that do not exist, empty classes);
+- ``manifest``: the toolkit's CSV manifest (``read_manifest``), shared by
+  ``egofoodplaces`` and ``folder``;
+- ``fashion_mnist``: Fashion-MNIST's gzipped IDX files (read and write);
+- ``cars``: Stanford Cars, images and devkit ``.mat`` annotations;
+- ``aircraft``: FGVC-Aircraft 2013b, images and split text files;
+- ``egofoodplaces``: EgoFoodPlaces from a manifest with events, split by event;
+- ``folder``: any dataset as class folders or a manifest.
+
+Every public name is re-exported here (``from playing_distraction.layouts import
+read_cars``). This package does not import TensorFlow.
+"""
+
+from .aircraft import AIRCRAFT_BANNER_ROWS, AIRCRAFT_LAYOUT, AIRCRAFT_LEVELS, read_aircraft
+from .base import IMAGE_SUFFIXES, Dataset, Part
+from .cars import CARS_LAYOUT, read_cars
+from .egofoodplaces import read_egofoodplaces
+from .fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_FILES,
+    load_fashion_mnist,
+    read_fashion_mnist,
+    read_idx,
+    write_fashion_mnist,
+    write_idx,
+)
+from .folder import FOLDER_LAYOUT, read_folder
+from .manifest import MANIFEST, SPLIT_NAMES, ManifestRow, read_manifest
+
+__all__ = [
+    "AIRCRAFT_BANNER_ROWS",
+    "AIRCRAFT_LAYOUT",
+    "AIRCRAFT_LEVELS",
+    "CARS_LAYOUT",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_FILES",
+    "FOLDER_LAYOUT",
+    "IMAGE_SUFFIXES",
+    "MANIFEST",
+    "SPLIT_NAMES",
+    "Dataset",
+    "ManifestRow",
+    "Part",
+    "load_fashion_mnist",
+    "read_aircraft",
+    "read_cars",
+    "read_egofoodplaces",
+    "read_fashion_mnist",
+    "read_folder",
+    "read_idx",
+    "read_manifest",
+    "write_fashion_mnist",
+    "write_idx",
+]

@@ -1,0 +1,101 @@
+"""What every layout reader shares: the ``Part`` and ``Dataset`` records it returns,
+the image suffixes a folder scan accepts, and the checks that turn a missing folder or
+file, a listed image that does not exist or an empty class into a ``UserError``."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+@dataclasses.dataclass
+class Part:
+    """One split of a dataset: integer labels (N,) and the images, either decoded in
+    memory (uint8 (N, H, W) or (N, H, W, 3)) or as image files.
+
+    boxes: optional int (N, 4) crop per image, ``x0, y0, x1, y1`` in 0-indexed pixels,
+    half-open. trim_bottom: rows cut from the bottom of every image (the FGVC-Aircraft
+    copyright banner). events: optional event id per image (EgoFoodPlaces).
+    """
+
+    images: np.ndarray | None
+    labels: np.ndarray
+    paths: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    events: np.ndarray | None = None
+    trim_bottom: int = 0
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, indices):
+        def pick(array):
+            return None if array is None else array[indices]
+
+        return Part(pick(self.images), self.labels[indices], pick(self.paths),
+                    pick(self.boxes), pick(self.events), self.trim_bottom)
+
+    def name_of(self, index):
+        """How to name an item in a message: its file, or its position."""
+        return str(self.paths[index]) if self.paths is not None else f"item {index}"
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Class names and the official parts; ``validation`` is None unless the dataset
+    defines its own (then it is not carved from ``train``)."""
+
+    name: str
+    class_names: tuple
+    train: Part
+    test: Part
+    validation: Part | None = None
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def parts(self):
+        named = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: part for name, part in named.items() if part is not None}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _require_dir(path, layout):
+    if not Path(path).is_dir():
+        raise UserError(f"missing folder {path}; expected {layout}")
+
+
+def _require_file(path, layout):
+    if not Path(path).is_file():
+        raise UserError(f"missing file {path}; expected {layout}")
+
+
+def _check_files_exist(paths, source):
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        raise UserError(
+            f"{len(missing)} image file(s) listed in {source} do not exist, e.g. {missing[0]}")
+
+
+def _check_no_empty_class(labels, class_names, source):
+    counts = np.bincount(labels, minlength=len(class_names))
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        names = ", ".join(repr(class_names[i]) for i in empty[:5])
+        raise UserError(f"{source}: {empty.size} class(es) have no training images: {names}")
+
+
+def _dataset(name, class_names, parts, source):
+    _check_no_empty_class(parts["train"].labels, class_names, source)
+    for part_name, part in parts.items():
+        if part is not None and len(part) == 0:
+            raise UserError(f"{source}: the {part_name} set is empty")
+    return Dataset(name, tuple(class_names), parts["train"], parts["test"],
+                   parts.get("validation"))
