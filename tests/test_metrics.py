@@ -1,6 +1,8 @@
 """Classification metrics and the paired t-test, checked against scikit-learn and SciPy."""
 
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -15,6 +17,10 @@ from playing_distraction.metrics import (
     paired_t_test,
     top_k_accuracy,
 )
+
+# No warning may leak from the metrics (SciPy's and scikit-learn's are RuntimeWarning
+# and UserWarning subclasses); the reference helpers below silence their own.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning", "error::UserWarning")
 
 RTOL = 1e-12
 SCALAR_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro",
@@ -37,6 +43,9 @@ def random_run(seed, num_classes, count, concentration=0.5):
 def sklearn_top_k(labels, probabilities, k):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # k >= K
+        if probabilities.shape[1] == 2:  # scikit-learn's binary form: one column
+            return skm.top_k_accuracy_score(labels, probabilities[:, 1], k=k,
+                                            labels=range(2))
         return skm.top_k_accuracy_score(labels, probabilities, k=k,
                                         labels=range(probabilities.shape[1]))
 
@@ -72,6 +81,8 @@ def assert_matches_sklearn(labels, probabilities):
                                rtol=RTOL, atol=0)
     np.testing.assert_array_equal(result["confusion"], expected["confusion"])
     assert result["confusion"].shape == (probabilities.shape[1],) * 2
+    assert np.issubdtype(result["confusion"].dtype, np.integer)
+    assert result["per_class_tpr"].shape == (probabilities.shape[1],)
     return result
 
 
@@ -119,6 +130,39 @@ def test_a_class_absent_from_the_labels_counts_in_macro_with_weight_zero_in_weig
     assert result["per_class_tpr"][2] == 0
     assert result["f1_macro"] == pytest.approx(0.75)
     assert result["f1_weighted"] == pytest.approx(1.0)
+
+
+def test_macro_and_weighted_averages_differ_when_supports_differ():
+    # Class 0: 6 images, all right; class 1: 2 images, both predicted as 0.
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    probabilities = np.tile([0.9, 0.1], (8, 1))
+    result = assert_matches_sklearn(labels, probabilities)
+    assert result["recall_macro"] == pytest.approx((1 + 0) / 2)
+    assert result["recall_weighted"] == pytest.approx((6 * 1 + 2 * 0) / 8)
+    assert result["precision_macro"] == pytest.approx((6 / 8 + 0) / 2)
+    assert result["precision_weighted"] == pytest.approx((6 * 6 / 8 + 2 * 0) / 8)
+    f1 = 2 * (6 / 8) / (6 / 8 + 1)
+    assert result["f1_macro"] == pytest.approx(f1 / 2)
+    assert result["f1_weighted"] == pytest.approx(6 * f1 / 8)
+
+
+def test_a_test_set_with_few_of_the_classes_still_averages_over_all_of_them():
+    # 8 classes, only classes 2 and 5 in the labels; top-5 needs every class (k < K).
+    labels = np.array([2, 2, 2, 5, 5])
+    probabilities = np.full((5, 8), 0.05)
+    probabilities[:, 2] = [0.60, 0.10, 0.01, 0.20, 0.06]  # true class ranks 1, 2, 8, 1, 1
+    probabilities[:, 5] = [0.20, 0.50, 0.60, 0.50, 0.60]
+    probabilities[2, :] = [0.02, 0.06, 0.01, 0.07, 0.08, 0.60, 0.09, 0.07]
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    result = assert_matches_sklearn(labels, probabilities)
+    predictions = probabilities.argmax(axis=1)
+    np.testing.assert_array_equal(predictions, [2, 5, 5, 5, 5])
+    recall = np.zeros(8)
+    recall[2], recall[5] = 1 / 3, 2 / 2
+    np.testing.assert_allclose(result["per_class_tpr"], recall)
+    assert result["recall_macro"] == pytest.approx(recall.sum() / 8)
+    assert result["recall_weighted"] == pytest.approx(result["accuracy"]) == 3 / 5
+    assert result["top5_accuracy"] == 4 / 5  # image 2's class ranks last
 
 
 def test_perfect_predictions_give_one_everywhere():
@@ -177,6 +221,44 @@ def test_classification_metrics_with_many_ties_match_sklearn(seed):
 # ------------------------------------------------------------------ top-k and confusion
 
 
+@pytest.mark.parametrize("num_classes", [1, 2, 3, 10])
+def test_top_k_is_one_when_k_is_at_least_the_number_of_classes(num_classes):
+    labels, probabilities = random_run(5, num_classes, 30)
+    probabilities = 1 - probabilities  # mostly wrong, but every class is in the top K
+    for k in (num_classes, num_classes + 1, 100):
+        assert top_k_accuracy(labels, probabilities, k) == 1.0  # and no warning
+    if num_classes > 1:
+        assert top_k_accuracy(labels, probabilities, num_classes - 1) < 1
+
+
+@pytest.mark.parametrize("labels", [[3, 3, 3], [0, 6], [1, 1, 6, 6]])
+def test_top_k_accuracy_when_only_some_classes_are_in_the_labels(labels):
+    labels = np.array(labels)
+    rng = np.random.default_rng(len(labels))
+    probabilities = rng.dirichlet(np.ones(7), len(labels))
+    true_scores = probabilities[np.arange(len(labels)), labels]
+    ranks = (probabilities > true_scores[:, None]).sum(axis=1)  # 0: the top class
+    for k in range(1, 7):
+        assert top_k_accuracy(labels, probabilities, k) == pytest.approx(
+            np.mean(ranks < k)), k
+        assert top_k_accuracy(labels, probabilities, k) == sklearn_top_k(
+            labels, probabilities, k)
+
+
+def test_top_1_of_two_classes_ranks_as_with_more_classes():
+    # scikit-learn takes two classes as a binary problem with one column of scores;
+    # the ranking stays the multiclass one: argmax, the higher class on a tie.
+    probabilities = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.5, 0.5], [0.6, 0.4]])
+    labels = np.array([0, 0, 1, 0, 1])
+    assert top_k_accuracy(labels, probabilities, 1) == 2 / 5
+    three = np.column_stack([probabilities, np.zeros(5)])
+    assert top_k_accuracy(labels, probabilities, 1) == sklearn_top_k(labels, three, 1)
+    # Scores outside [0, 1] (logits) rank the same way.
+    assert top_k_accuracy(labels, 10 * probabilities - 20, 1) == 2 / 5
+    assert top_k_accuracy([1], [[0.5, 0.5]], 1) == 1.0
+    assert top_k_accuracy([0], [[0.5, 0.5]], 1) == 0.0
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("num_classes", [3, 7, 12])
 def test_top_k_accuracy_matches_sklearn_for_every_k(seed, num_classes):
@@ -219,6 +301,15 @@ def test_confusion_matrix_matches_sklearn_and_counts_every_image():
     # Rows are true classes, columns predictions.
     np.testing.assert_array_equal(confusion_matrix([0, 0, 1], [1, 1, 1], 2),
                                   [[0, 2], [0, 1]])
+    assert np.issubdtype(counts.dtype, np.integer)
+
+
+@pytest.mark.parametrize("labels, predictions", [([0, 3], [0, 1]), ([0, 1], [3, 1]),
+                                                 ([-1, 1], [0, 1])])
+def test_confusion_matrix_refuses_a_class_outside_the_dataset(labels, predictions):
+    # scikit-learn would leave such an image out of the counts.
+    with pytest.raises(ValueError, match="classes 0 to 2"):
+        confusion_matrix(labels, predictions, 3)
 
 
 # ------------------------------------------------------------------ paired t-test
@@ -263,8 +354,8 @@ def test_paired_t_test_sign_convention_and_a_known_value():
     assert paired_t_test(worse, better)[0] < 0
 
 
-def test_paired_t_test_identical_inputs_give_nan_like_scipy():
-    values = [0.7, 0.75, 0.8, 0.72]
+@pytest.mark.parametrize("values", [[0.7, 0.75, 0.8, 0.72], [0.5, 0.5], [0.1] * 3])
+def test_paired_t_test_identical_inputs_give_nan_like_scipy(values):
     assert all(math.isnan(x) for x in scipy_t_test(values, values))
     assert all(math.isnan(x) for x in paired_t_test(values, values))
 
@@ -286,3 +377,38 @@ def test_paired_t_test_constant_nonzero_difference_matches_scipy(shift):
     statistic, p_value = paired_t_test(first, second)
     assert statistic == expected_statistic
     assert p_value == expected_p
+    assert isinstance(statistic, float) and isinstance(p_value, float)
+
+
+@pytest.mark.parametrize("count", [3, 6])
+def test_paired_t_test_equal_differences_whose_mean_rounds_give_inf(count):
+    # Every difference is exactly 0.1, but their float mean is not: SciPy sees a tiny
+    # spread and gives a huge finite t. No spread is no spread: (inf, 0.0), so that
+    # the reports print n/a.
+    first, second = [0.1] * count, [0.0] * count
+    assert np.mean(np.subtract(first, second)) != 0.1
+    assert math.isfinite(scipy_t_test(first, second)[0])
+    assert paired_t_test(first, second) == (math.inf, 0.0)
+    assert paired_t_test(second, first) == (-math.inf, 0.0)
+
+
+def test_paired_t_test_differences_equal_but_for_rounding_are_scipys_without_warning():
+    # 0.4 - 0.3 != 0.6 - 0.5 in floats: a tiny spread, a huge t, and SciPy warns of
+    # precision loss (the reports test counts of correct images instead).
+    first, second = [0.4, 0.6], [0.3, 0.5]
+    assert np.ptp(np.subtract(first, second)) > 0
+    with pytest.warns(RuntimeWarning, match="Precision loss"):
+        ttest_rel(first, second)
+    statistic, p_value = paired_t_test(first, second)
+    assert (statistic, p_value) == pytest.approx(scipy_t_test(first, second), rel=RTOL)
+    assert statistic > 1e12 and p_value < 1e-12
+
+
+def test_importing_the_reports_loads_neither_tensorflow_nor_sklearn_nor_scipy():
+    # evaluate.py imports them before parsing its flags; scikit-learn and SciPy take
+    # about a second to import, so the metrics import them on first use.
+    code = ("import sys, playing_distraction.reports; print(sorted("
+            "{'tensorflow', 'keras', 'sklearn', 'scipy'} & set(sys.modules)))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip() == "[]"
