@@ -15,7 +15,8 @@ train as one; the saved classifier has plain BatchNormalization layers again.
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("none", "mirrored")
+from .choices import STRATEGIES
+
 _MIRRORED = {}
 
 

@@ -13,7 +13,7 @@ batch mean. Logits and maps are float32.
 
 import tensorflow as tf
 
-HNC_FORMS = ("mse", "kd")
+from .choices import HNC_FORMS
 
 
 def cross_entropy(labels, logits):

@@ -22,6 +22,8 @@ def _random(shape, dtype, seed):
     return keras.random.uniform(shape, dtype=dtype, seed=seed)
 
 
+# The names are ``choices.FILLS`` (for the flags, without TensorFlow); a test keeps
+# them in step.
 FILLS = {"zero": _zero, "one": _one, "random": _random}
 
 

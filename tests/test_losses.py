@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import make_classifier, structured_images
 
-from playing_distraction import config, losses
+from playing_distraction import choices, losses
 from playing_distraction.heatmaps import class_activation_maps, linear_head
 
 B, H, W, K = 4, 3, 3, 5
@@ -225,13 +225,9 @@ def test_class_activation_maps_average_to_the_classifier_logits():
 def test_default_top_k_is_a_tenth_rounded_up_within_the_negatives():
     for classes in range(2, 1001):
         expected = min(max(-(-classes // 10), 1), classes - 1)  # integer ceiling
-        assert config.default_top_k(classes) == expected, classes
+        assert choices.default_top_k(classes) == expected, classes
     spot = {10: 1, 11: 2, 1000: 100, 2: 1, 20: 2, 21: 3, 5: 1}
-    assert {k: config.default_top_k(k) for k in spot} == spot
-
-
-def test_config_hnc_choices_follow_the_loss_forms():
-    assert config.HNC_CHOICES == ("none", *losses.HNC_FORMS)
+    assert {k: choices.default_top_k(k) for k in spot} == spot
 
 
 XLA_CASES = {
