@@ -164,7 +164,7 @@ def measure(backbone, precision, jit, batch_size=16, image_size=None, rounds=8, 
     from .config import TrainConfig
     from .heatmaps import GradCAM
     from .schemes import DistractionModel
-    from .training import compile_model
+    from .stages import compile_model
 
     spec = get_backbone(backbone)
     size = image_size or spec.input_size

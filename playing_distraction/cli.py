@@ -24,7 +24,7 @@ def train_main(argv=None):
     except (ValueError, UserError) as error:
         return _fail(prog, error, 2)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .training import run_protocol
+    from .protocols import run_protocol
 
     log = print if config.verbose else None
     try:
@@ -54,7 +54,8 @@ def evaluate_main(argv=None):
     import argparse
 
     from .config import OneLineParser
-    from .reports import load_methods, write_reports
+    from .corruptions import CORRUPTIONS, DEFAULT
+    from .reports import UNPRINTED_TABLES, load_methods, write_reports
 
     prog = "evaluate.py"
     parser = OneLineParser(
@@ -69,8 +70,12 @@ def evaluate_main(argv=None):
     parser.add_argument("--no-models", action="store_true",
                         help="tables from the saved predictions only: skip the robustness "
                         "test and the inspection, which load every model and the test images")
+    parser.add_argument("--corruptions", nargs="+", choices=list(CORRUPTIONS),
+                        default=list(DEFAULT), metavar="NAME",
+                        help="test-set corruptions of the robustness test, one table per "
+                        f"setting of each; choices: {', '.join(CORRUPTIONS)}")
     parser.add_argument("--erase-seed", type=int, default=0,
-                        help="seed of the erased test set (the same for every model)")
+                        help="seed of every corrupted test set (the same for every model)")
     parser.add_argument("--figure-images", type=int, default=4,
                         help="test images in the Grad-CAM figure (0: no figure)")
     args = parser.parse_args(argv)
@@ -86,16 +91,17 @@ def evaluate_main(argv=None):
             Path(args.out_dir).mkdir(parents=True, exist_ok=True)
             model_results = evaluate_models(
                 methods, args.erase_seed, Path(args.out_dir) / "gradcam.png",
-                args.figure_images, log=print)
+                args.figure_images, log=print, corruptions=args.corruptions)
         tables = write_reports(methods, args.out_dir, model_results)
     except UserError as error:
         return _fail(prog, error, 1)
     except OSError as error:
         return _fail(prog, f"cannot write to {args.out_dir}: {error.strerror}", 1)
-    for stem in ("metrics", "robustness", "inspection"):
-        if stem in tables:
-            print(tables[stem].markdown())
+    for stem, table in tables.items():
+        if stem not in UNPRINTED_TABLES:
+            print(table.markdown())
+    rows = ", corruptions.csv" if model_results is not None and model_results.corrupted else ""
     figure = " and gradcam.png" if model_results is not None and model_results.figure else ""
     print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
-          f"runs.csv, confusion_<method>.csv{figure}")
+          f"runs.csv{rows}, confusion_<method>.csv{figure}")
     return 0

@@ -1,168 +1,188 @@
 """Training configuration: one dataclass field per command-line flag.
 
+``TrainConfig`` is the shared settings below (data, model, optimization,
+augmentation, protocol and run folder, speed) plus the fields of every registered
+method's and add-on's options (``methods.py``), assembled from the registry: a new
+method brings its flags, their ``--help`` group and their checks with it. The
+config stays flat, as config.json is, so runs saved by every version read back.
+
 Defaults are the papers': for distraction (Morales et al., 2021, Sec. 4.2; PAPERS.md
 §1) Adam with lr 5e-5, beta_1 0.9, beta_2 0.999, epsilon 7e-7; batch 16; early
-stopping on validation accuracy with patience 30; p = 0.25; th = 0.85;
-0-occlusion; 25 % stratified validation split. Pairwise (PAPERS.md §3): gamma 0.7,
-alpha 1, beta 2. HNC (§4): weight 0.07 (mse) or 0.005 (kd), k = ⌈0.1 K⌉, T = 1.
-Fields left at None are resolved from the dataset and backbone registries by
-``resolved()`` (and the number of classes by ``for_classes()``); the resolved
-config is saved with every run.
+stopping on validation accuracy with patience 30; 25 % stratified validation split
+(the methods' own defaults are in ``methods.py``). Fields left at None are resolved
+from the dataset and backbone registries by ``resolved()`` (and the number of
+classes by ``for_classes()``); the resolved config is saved with every run.
 
 This module does not import TensorFlow, so a bad flag is reported at once.
 """
 
 import argparse
 import dataclasses
-import math
+import functools
 import os
 import typing
 
 from .backbones import BACKBONES, get_backbone
+from .choices import STRATEGIES
 from .datasets import DATASETS, get_dataset_spec
+from .methods import ADDONS, METHODS, flag
 
 SWITCHES = ("auto", "on", "off")
-# The names of distribute.STRATEGIES (kept here so this module stays free of
-# TensorFlow; a test keeps them in step).
-STRATEGIES = ("none", "mirrored")
-# "none" trains the baseline; the others are the fills of occlusion.FILLS (kept here
-# as names so that this module stays free of TensorFlow; a test keeps them in step).
-OCCLUSIONS = ("none", "zero", "one", "random")
-METHODS = ("distraction", "pairwise")
-# The names of schemes.PAIRWISE_LOSSES and ("none", *losses.HNC_FORMS), kept here so
-# that this module stays free of TensorFlow; a test keeps them in step.
-PAIRWISE_LOSSES = ("full", "category", "instance", "attention_mining")
-HNC_CHOICES = ("none", "mse", "kd")
-# The authors' weights of the two HNC forms (PAPERS.md §4).
-HNC_WEIGHTS = {"mse": 0.07, "kd": 0.005}
+OPTIMIZERS = ("adam", "sgd")
 
 
-def default_top_k(num_classes):
-    """HNC: ⌈0.1 K⌉ negative classes (100 of ImageNet's 1,000), at most the K - 1 there are."""
-    return max(1, min(num_classes - 1, math.ceil(0.1 * num_classes)))
+def _field(default, help, group, **options):
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, **options})
 
 
-def _field(default, help, **options):
-    return dataclasses.field(default=default, metadata={"help": help, **options})
+# The --help groups of the shared settings, in the order they are shown.
+_data = functools.partial(_field, group="data")
+_model = functools.partial(_field, group="model")
+_optimization = functools.partial(_field, group="optimization")
+_augment = functools.partial(_field, group="augmentation")
+_run = functools.partial(_field, group="protocol and run folder")
+_speed = functools.partial(_field, group="speed and devices")
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    dataset: str = _field(
+class SharedConfig:
+    """The settings every method shares; ``TrainConfig`` adds the methods' options."""
+
+    dataset: str = _data(
         "fashion-mnist-mini", "dataset name", choices=tuple(DATASETS))
-    data_dir: str | None = _field(None, "dataset folder (default: data/<dataset>)")
-    crop_to_box: bool = _field(
+    data_dir: str | None = _data(None, "dataset folder (default: data/<dataset>)")
+    crop_to_box: bool = _data(
         False, "cars: crop every image to its annotated bounding box (off in the paper)")
-    aircraft_level: str | None = _field(
+    aircraft_level: str | None = _data(
         None, "aircraft: label level (default variant, 100 classes)",
         choices=("variant", "family", "manufacturer"))
-    remove_banner: bool = _field(
+    remove_banner: bool = _data(
         False, "aircraft: cut the 20-pixel copyright banner from the bottom of every image")
-    event_split: tuple[float, float, float] | None = _field(
+    event_split: tuple[float, float, float] | None = _data(
         None, "egofoodplaces: train, validation and test shares of the split by events "
         "(default 0.7 0.1 0.2; a split column in the manifest takes precedence)",
         metavar=("TRAIN", "VAL", "TEST"))
-    oversample: int | None = _field(
+    oversample: int | None = _data(
         None, "oversample every class smaller than the k-th largest to its size, training "
         "split only; 0 turns it off (default: 4 for egofoodplaces, else 0)")
-    on_bad_image: str = _field(
+    on_bad_image: str = _data(
         "skip", "an image file that cannot be decoded is skipped and counted, or stops the run",
         choices=("skip", "error"))
-    cache_dir: str | None = _field(
+    cache_dir: str | None = _data(
         None, "keep the decoded, resized images in .npy files in this folder, reused by later "
         "runs (default: in memory)")
-    backbone: str | None = _field(
+    backbone: str | None = _model(
         None, "backbone (default: the dataset's; small_cnn for the Fashion-MNIST sets)",
         choices=tuple(BACKBONES))
-    weights: str | None = _field(
+    weights: str | None = _model(
         None, "'imagenet', 'none' or a weights file of the backbone without its top "
         "(default: imagenet where the backbone has it, else none)")
-    method: str = _field(
-        "distraction", "training scheme: distraction (playing to distraction; with "
-        "--occlusion none, plain fine-tuning) or pairwise (CAM erasing with pairwise "
-        "consistency)", choices=METHODS)
-    occlusion: str | None = _field(
-        None, "distraction: fill of the occluded pixels; 'none' trains the fine-tuned "
-        "baseline (default: zero; none with --method pairwise)", choices=OCCLUSIONS)
-    probability: float = _field(0.25, "distraction: probability p of occluding a mini-batch")
-    threshold: float = _field(
-        0.85, "distraction: heat threshold th: pixels with heat > th are occluded")
-    cam_layer: str | None = _field(
-        None, "layer for Grad-CAM (default: the backbone's last convolutional block)")
-    gamma: float = _field(
-        0.7, "pairwise: pixels where the CAM of the predicted class is above gamma are erased")
-    alpha: float = _field(1.0, "pairwise: weight of the erased image's cross-entropy")
-    beta: float = _field(2.0, "pairwise: weight of KL(erased || original)")
-    pairwise_loss: str = _field(
-        "full", "pairwise: all terms, or an ablation: category (category-level consistency "
-        "only: no KL), instance (instance-level only: no erased cross-entropy), "
-        "attention_mining (alpha x the main classifier's probability of the true class on "
-        "the erased image, minimised, instead of both)", choices=PAIRWISE_LOSSES)
-    cam_module_layer: str | None = _field(
-        None, "pairwise: layer the CAM module is attached to (default: the backbone's input "
-        "of its last down-sampling stage, e.g. conv4_block6_out for resnet50)")
-    cam_module_filters: int | None = _field(
-        None, "pairwise: channels of the CAM module's 1x1 convolution (default: those of "
-        "its layer)")
-    hnc: str = _field(
-        "none", "add the homogeneous negative-CAM loss in this form to any method",
-        choices=HNC_CHOICES)
-    hnc_weight: float | None = _field(
-        None, "weight of the HNC loss (default: 0.07 for mse, 0.005 for kd)")
-    hnc_top_k: int | None = _field(
-        None, "negative classes per image in the HNC loss (default: ceil(0.1 x classes))")
-    hnc_temperature: float = _field(1.0, "temperature T of the kd form of the HNC loss")
-    epochs: int | None = _field(
-        None, "maximum number of epochs (default: the dataset's, 6 for the embedded set)")
-    patience: int = _field(30, "early-stopping patience in epochs, on validation accuracy")
-    batch_size: int = _field(16, "mini-batch size")
-    learning_rate: float = _field(5e-5, "Adam learning rate")
-    beta_1: float = _field(0.9, "Adam beta_1")
-    beta_2: float = _field(0.999, "Adam beta_2")
-    epsilon: float = _field(7e-7, "Adam epsilon")
-    image_size: int | None = _field(
+    image_size: int | None = _model(
         None, "square input size (default: the dataset's, 250 for egofoodplaces, else the "
         "backbone's)")
-    validation_fraction: float = _field(
-        0.25, "share of the official training set held out for validation (stratified); "
-        "unused where the dataset has its own validation split")
-    augment: bool = _field(True, "apply the training augmentation below (--no-augment: none)")
-    flip: bool = _field(True, "augmentation: random horizontal flip")
-    rotation: float = _field(40.0, "augmentation: rotation by up to this many degrees either way")
-    channel_shift: float = _field(
+    method: str = _model(
+        "distraction", "training method; its own flags are in its group below: "
+        + "; ".join(f"{name}: {cls.title.split(': ', 1)[1]}" for name, cls in METHODS.items()),
+        choices=tuple(METHODS))
+    cam_layer: str | None = _model(
+        None, "layer for Grad-CAM, in training (distraction) and in evaluate.py's inspection "
+        "(default: the backbone's last convolutional block)")
+    epochs: int | None = _optimization(
+        None, "maximum number of epochs (default: the dataset's, 6 for the embedded set)")
+    patience: int = _optimization(
+        30, "early-stopping patience in epochs, on validation accuracy")
+    batch_size: int = _optimization(16, "mini-batch size")
+    optimizer: str = _optimization(
+        "adam", "optimizer: adam (the papers' Adam, below) or sgd (with --momentum)",
+        choices=OPTIMIZERS)
+    learning_rate: float = _optimization(5e-5, "learning rate")
+    beta_1: float = _optimization(0.9, "Adam beta_1")
+    beta_2: float = _optimization(0.999, "Adam beta_2")
+    epsilon: float = _optimization(7e-7, "Adam epsilon")
+    momentum: float = _optimization(0.9, "SGD momentum")
+    weight_decay: float = _optimization(
+        0.0, "decoupled weight decay of either optimizer (Keras' weight_decay: each step "
+        "shrinks the weights by learning rate x weight decay); 0: none")
+    augment: bool = _augment(True, "apply the training augmentation below (--no-augment: none)")
+    flip: bool = _augment(True, "augmentation: random horizontal flip")
+    rotation: float = _augment(
+        40.0, "augmentation: rotation by up to this many degrees either way")
+    channel_shift: float = _augment(
         30.0, "augmentation: intensity shift by up to this much either way, on the 0-255 scale")
-    brightness: tuple[float, float] = _field(
+    brightness: tuple[float, float] = _augment(
         (0.5, 1.5), "augmentation: brightness factor range LOW HIGH (1 1: none)",
         metavar=("LOW", "HIGH"))
-    seed: int = _field(0, "seed of the split, the shuffling, the weights and the occlusion draws")
-    repeats: int = _field(
+    validation_fraction: float = _run(
+        0.25, "share of the official training set held out for validation (stratified); "
+        "unused where the dataset has its own validation split")
+    seed: int = _run(0, "seed of the split, the shuffling, the weights and the occlusion draws")
+    repeats: int = _run(
         1, "seeded repetitions: seeds SEED, SEED+1, ..., each with its own validation split "
         "and run folder (the paper: 5)")
-    resume: bool = _field(
+    resume: bool = _run(
         False, "continue the runs of this command where they stopped: an unfinished run "
         "folder of the same name resumes after its last finished epoch, a finished one is "
         "skipped")
-    out_dir: str = _field("models", "folder that receives the run folder")
-    run_name: str | None = _field(
+    out_dir: str = _run("models", "folder that receives the run folder")
+    run_name: str | None = _run(
         None, "run folder name (default: <dataset>-<method>-<backbone>-seed<seed>, with "
         "<method> the fill or pairwise, and -hnc_<form> if on; "
         "numbered if taken)")
-    overwrite: bool = _field(False, "replace an existing run folder of the same name")
-    jit_compile: str = _field(
+    overwrite: bool = _run(False, "replace an existing run folder of the same name")
+    verbose: int = _run(
+        2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+    jit_compile: str = _speed(
         "auto", "XLA-compile the training step (auto: on when a GPU is present, off under "
         "--strategy mirrored)", choices=SWITCHES)
-    mixed_precision: str = _field(
+    mixed_precision: str = _speed(
         "auto", "mixed_float16 training (auto: on when a GPU is present)", choices=SWITCHES)
-    steps_per_execution: int = _field(
+    steps_per_execution: int = _speed(
         1, "training steps per call into TensorFlow (Keras' steps_per_execution): more "
         "saves Python overhead per step on a GPU; must divide the steps per epoch")
-    strategy: str = _field(
+    strategy: str = _speed(
         "none", "mirrored: tf.distribute.MirroredStrategy over every GPU (without one, over "
         "the logical CPU devices); --batch-size stays the global batch", choices=STRATEGIES)
-    sync_batchnorm: bool = _field(
+    sync_batchnorm: bool = _speed(
         True, "under --strategy mirrored, BatchNormalization statistics over the global batch, "
         "as on one device (--no-sync-batchnorm: over each replica's share)")
-    verbose: int = _field(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+
+    # ------------------------------------------------------------ the methods
+
+    def method_options(self):
+        """The chosen method's options (a ``methods.Method``), from this config's fields."""
+        return METHODS[self.method].from_values(self.to_dict())
+
+    def addons(self):
+        """The options of every add-on (``methods.Addon``), on or off."""
+        values = self.to_dict()
+        return [cls.from_values(values) for cls in ADDONS.values()]
+
+    def scheme_kwargs(self):
+        """Keyword arguments of the add-ons that are on, for the method's scheme."""
+        return {key: value for addon in self.addons() for key, value in addon.scheme_kwargs().items()}
+
+    @property
+    def method_tag(self):
+        """Short name of the method for the run folder (``Method.tag``, extended by the
+        add-ons that are on): the fill, pairwise[-ablation], -hnc_<form>, ..."""
+        tag = self.method_options().tag()
+        for addon in self.addons():
+            tag = addon.tag(tag)
+        return tag
+
+    @property
+    def column(self):
+        """The method's column name in evaluate.py's tables."""
+        column = self.method_options().column()
+        for addon in self.addons():
+            column = addon.column(column)
+        return column
+
+    @property
+    def default_run_name(self):
+        return f"{self.dataset}-{self.method_tag}-{self.backbone}-seed{self.seed}"
+
+    # ------------------------------------------------------------ resolving and checks
 
     def resolved(self):
         """A copy with every None default filled in, checked; ValueError names the flag."""
@@ -177,13 +197,11 @@ class TrainConfig:
             epochs=self.epochs or dataset.default_epochs,
             image_size=self.image_size or dataset.image_size or backbone.input_size,
             cam_layer=self.cam_layer or backbone.last_conv,
-            occlusion=self.occlusion or ("zero" if self.method == "distraction" else "none"),
             oversample=dataset.oversample if self.oversample is None else self.oversample,
         )
-        if self.method == "pairwise":
-            config.cam_module_layer = self.cam_module_layer or backbone.cam_module_layer
-        if self.hnc != "none" and self.hnc_weight is None:
-            config.hnc_weight = HNC_WEIGHTS[self.hnc]
+        for options in self._all_options():
+            config = dataclasses.replace(config, **dataclasses.asdict(
+                options.resolve(backbone, active=options.name in (self.method, *ADDONS))))
         for name, value in _DATASET_OPTION_DEFAULTS.items():
             if name in dataset.options and getattr(config, name) is None:
                 setattr(config, name, value)
@@ -195,12 +213,24 @@ class TrainConfig:
         backbone.check_input_size(config.image_size)
         return config
 
+    def _all_options(self):
+        values = self.to_dict()
+        return [cls.from_values(values) for cls in (*METHODS.values(), *ADDONS.values())]
+
     def check(self):
         """Range and cross-field checks; ValueError with the flag's name."""
-        for name in ("probability", "threshold", "gamma"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"--{_flag(name)} must be in [0, 1], got {value}")
+        if self.method not in METHODS:
+            raise ValueError(f"--method {self.method}: not a method (choose from "
+                             f"{', '.join(METHODS)})")
+        for name in ("learning_rate", "epsilon"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ("beta_1", "beta_2", "momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.weight_decay:
+            raise ValueError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        _check_unused_optimizer_flags(self)
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(
                 f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
@@ -208,21 +238,7 @@ class TrainConfig:
                      "steps_per_execution"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "patience" else 1):
-                raise ValueError(f"--{_flag(name)} must be positive, got {value}")
-        for name in ("alpha", "beta", "hnc_weight"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"--{_flag(name)} must be 0 or more, got {value}")
-        for name in ("hnc_top_k", "cam_module_filters"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{_flag(name)} must be positive, got {value}")
-        for name in ("learning_rate", "epsilon", "hnc_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ("beta_1", "beta_2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+                raise ValueError(f"{flag(name)} must be positive, got {value}")
         if self.oversample is not None and self.oversample < 0:
             raise ValueError(f"--oversample must be 0 or more, got {self.oversample}")
         if self.event_split is not None:
@@ -243,11 +259,14 @@ class TrainConfig:
         low, high = self.brightness
         if not 0.0 <= low <= high:
             raise ValueError(f"--brightness needs 0 <= LOW <= HIGH, got {low} {high}")
-        self._check_method_options()
+        for options in self._all_options():
+            options.check()
+            if options.name in METHODS and options.name != self.method:
+                options.check_unused(f"applies to --method {options.name} only")
         options = get_dataset_spec(self.dataset).options
         for name, (datasets, default) in _DATASET_OPTIONS.items():
             if name not in options and getattr(self, name) not in (None, default):
-                raise ValueError(f"--{_flag(name)} applies to --dataset {datasets} only")
+                raise ValueError(f"{flag(name)} applies to --dataset {datasets} only")
         if self.weights not in (None, "imagenet", "none"):
             if not os.path.isfile(self.weights):
                 raise ValueError(f"--weights: no such file: {self.weights}")
@@ -257,42 +276,19 @@ class TrainConfig:
                                           or self.run_name in (".", "..")):
             raise ValueError(f"--run-name must be a plain folder name, got {self.run_name!r}")
 
-    def _check_method_options(self):
-        """A flag of another method than the one chosen is an error, not ignored."""
-        if self.method == "pairwise" and self.occlusion not in (None, "none"):
-            raise ValueError(f"--occlusion {self.occlusion} applies to --method distraction "
-                             "(pairwise erases with its own CAM module)")
-        for name, (method, default) in _METHOD_OPTIONS.items():
-            if self.method != method and getattr(self, name) != default:
-                raise ValueError(f"--{_flag(name)} applies to --method {method} only")
-        if self.hnc == "none":
-            for name in ("hnc_weight", "hnc_top_k", "hnc_temperature"):
-                if getattr(self, name) != _DEFAULTS[name]:
-                    raise ValueError(f"--{_flag(name)} needs --hnc mse or --hnc kd")
-
     def for_classes(self, num_classes):
         """A copy with the defaults that depend on the number of classes filled in
-        (``hnc_top_k``), checked; ValueError names the flag."""
-        if self.hnc == "none":
-            return self
-        top_k = self.hnc_top_k or default_top_k(num_classes)
-        if not 1 <= top_k < num_classes:
-            raise ValueError(f"--hnc-top-k {top_k} exceeds the {num_classes - 1} negative "
-                             f"classes of {self.dataset}")
-        return dataclasses.replace(self, hnc_top_k=top_k)
+        (the add-ons', e.g. ``hnc_top_k``), checked; ValueError names the flag."""
+        config = self
+        for addon in self.addons():
+            try:
+                resolved = addon.for_classes(num_classes)
+            except ValueError as error:
+                raise ValueError(f"{error} of {self.dataset}") from None
+            config = dataclasses.replace(config, **dataclasses.asdict(resolved))
+        return config
 
-    @property
-    def method_tag(self):
-        """Short name of the method: the fill (distraction) or pairwise[-ablation],
-        with -hnc_<form> appended when the HNC loss is on."""
-        tag = self.occlusion if self.method == "distraction" else "pairwise"
-        if self.method == "pairwise" and self.pairwise_loss != "full":
-            tag += f"-{self.pairwise_loss}"
-        return tag if self.hnc == "none" else f"{tag}-hnc_{self.hnc}"
-
-    @property
-    def default_run_name(self):
-        return f"{self.dataset}-{self.method_tag}-{self.backbone}-seed{self.seed}"
+    # ------------------------------------------------------------ the rest
 
     def augmentation(self):
         """The training augmentation this config asks for, or None."""
@@ -318,6 +314,35 @@ class TrainConfig:
                       for key, value in values.items() if key in names})
 
 
+def _check_unused_optimizer_flags(config):
+    """An optimizer's flag given with the other optimizer is an error, not ignored."""
+    own = {"adam": ("beta_1", "beta_2", "epsilon"), "sgd": ("momentum",)}
+    for optimizer, names in own.items():
+        if config.optimizer == optimizer:
+            continue
+        for name in names:
+            if getattr(config, name) != _SHARED_DEFAULTS[name]:
+                raise ValueError(f"{flag(name)} applies to --optimizer {optimizer} only")
+
+
+def _assemble():
+    """``TrainConfig``: the shared fields, then those of every registered method and
+    add-on, each field's ``--help`` group the title of its options class."""
+    fields = []
+    for cls in (*METHODS.values(), *ADDONS.values()):
+        for field in dataclasses.fields(cls):
+            metadata = {**field.metadata, "group": cls.title}
+            fields.append((field.name, field.type,
+                           dataclasses.field(default=field.default, metadata=metadata)))
+    config = dataclasses.make_dataclass("TrainConfig", fields, bases=(SharedConfig,))
+    config.__module__ = __name__
+    config.__doc__ = ("The configuration of a training run: the shared settings "
+                      "(``SharedConfig``) and every registered method's options.")
+    return config
+
+
+TrainConfig = _assemble()
+
 # Dataset-specific flags: the datasets they apply to, and their value when not given.
 _DATASET_OPTIONS = {
     "crop_to_box": ("cars", False),
@@ -326,18 +351,7 @@ _DATASET_OPTIONS = {
     "event_split": ("egofoodplaces", None),
 }
 _DATASET_OPTION_DEFAULTS = {"aircraft_level": "variant", "event_split": (0.7, 0.1, 0.2)}
-_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
-# Method-specific flags: the method they apply to, and their value when not given.
-_METHOD_OPTIONS = {
-    **{name: ("distraction", _DEFAULTS[name]) for name in ("probability", "threshold")},
-    **{name: ("pairwise", _DEFAULTS[name])
-       for name in ("gamma", "alpha", "beta", "pairwise_loss", "cam_module_layer",
-                    "cam_module_filters")},
-}
-
-
-def _flag(name):
-    return name.replace("_", "-")
+_SHARED_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SharedConfig)}
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -357,23 +371,29 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(cls=TrainConfig, prog="train.py", description=None):
-    """An argument parser with one ``--flag`` per dataclass field, defaults shown."""
+    """An argument parser with one ``--flag`` per dataclass field, defaults shown, in
+    the groups the fields name (the shared ones, then one per method and add-on)."""
     parser = OneLineParser(
         prog=prog, description=description,
         formatter_class=_DefaultsFormatter,
     )
+    groups = {}
     for field in dataclasses.fields(cls):
         meta = field.metadata
-        flag = f"--{_flag(field.name)}"
+        title = meta.get("group", "options")
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        group = groups[title]
         if field.type is bool:
             # A switch that is on by default gets a --no-... form.
             action = argparse.BooleanOptionalAction if field.default else "store_true"
-            parser.add_argument(flag, action=action, default=field.default, help=meta["help"])
+            group.add_argument(flag(field.name), action=action, default=field.default,
+                               help=meta["help"])
             continue
         kind, count = _value_type(field.type)
-        parser.add_argument(
-            flag, type=kind, default=field.default, choices=meta.get("choices"), nargs=count,
-            help=meta["help"],
+        group.add_argument(
+            flag(field.name), type=kind, default=field.default, choices=meta.get("choices"),
+            nargs=count, help=meta["help"],
             metavar=meta.get("metavar", None if meta.get("choices") else field.name.upper()),
         )
     return parser

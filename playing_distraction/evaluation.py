@@ -1,8 +1,9 @@
 """The model-based parts of evaluate.py: robustness and inspection of saved models.
 
-- Robustness (Table 7): each saved classifier predicts the test set with one
-  random region erased per image (``robustness.py``); the erased set is the same
-  for every model.
+- Robustness (Table 7 and its kin): each saved classifier predicts the test set
+  corrupted by every chosen corruption × setting of the registry
+  (``corruptions.py``; by default Random Erasing, one random region erased per
+  image, ``robustness.py``); a corrupted set is the same for every model.
 - Inspection (Sec. 5.2.2, Figures 2-3; PAPERS.md §1 and §3): per model, mean ± std
   over test images of the share of the image whose Grad-CAM heat for the true class
   exceeds th, and of the "focus area" coverage - the share of positions where the
@@ -21,11 +22,14 @@ import numpy as np
 import tensorflow as tf
 
 from .config import TrainConfig
+from .corruptions import DEFAULT as DEFAULT_CORRUPTIONS
+from .corruptions import RANDOM_ERASING, corrupted_batches
+from .corruptions import get as get_corruption
 from .datasets import load_dataset
 from .errors import UserError
 from .heatmaps import GradCAM
 from .pipeline import prepare, to_unit_range
-from .robustness import erased_batches
+from .splits import split_of_run
 
 
 def load_model(run):
@@ -36,11 +40,19 @@ def load_model(run):
 
 
 def load_test_images(run):
-    """The run's test images as ``pipeline.Prepared``, checked against its predictions."""
+    """The run's test images as ``pipeline.Prepared``, checked against its predictions:
+    the dataset parts its split (``splits.split_of_run``) draws the test set from are
+    decoded again, and the split re-creates the test set from them."""
     config = TrainConfig.from_dict(run.config)
+    split = split_of_run(run.config)
     data_dir = run.config.get("data_path") or config.data_dir
-    test = load_dataset(config.dataset, data_dir, **config.dataset_options()).test
-    prepared = prepare(test, config.image_size, config.cache_dir, config.on_bad_image)
+    parts = load_dataset(config.dataset, data_dir, **config.dataset_options()).parts()
+    decoded = {name: prepare(parts[name], config.image_size, config.cache_dir,
+                             config.on_bad_image)
+               for name in split.test_parts if name in parts}
+    prepared, indices = split.test(decoded)
+    if indices is not None:
+        prepared = prepared.take(indices)
     recorded = run.metrics.get("test_images_sha256")
     if ([str(item) for item in prepared.items] != run.items
             or not np.array_equal(prepared.labels, run.labels)
@@ -50,12 +62,19 @@ def load_test_images(run):
     return prepared
 
 
-def erased_probabilities(model, prepared, seed, batch_size=32):
-    """Class probabilities of ``model`` on the erased test set."""
+def corrupted_probabilities(model, prepared, corruption, setting, seed, batch_size=32):
+    """Class probabilities of ``model`` on the test set corrupted by ``corruption``
+    (a ``corruptions.Corruption``) with ``setting``."""
     outputs = [keras.ops.convert_to_numpy(keras.ops.softmax(
         keras.ops.cast(model(batch, training=False), "float32")))
-        for batch in erased_batches(prepared.images, batch_size, seed)]
+        for batch in corrupted_batches(corruption, setting, prepared.images, batch_size, seed)]
     return np.concatenate(outputs).astype(np.float64)
+
+
+def erased_probabilities(model, prepared, seed, batch_size=32):
+    """Class probabilities of ``model`` on the Random Erasing test set (Table 7)."""
+    return corrupted_probabilities(model, prepared, RANDOM_ERASING, "one_region", seed,
+                                   batch_size)
 
 
 def heat_and_focus(model, prepared, layer, threshold, batch_size=32):
@@ -121,19 +140,36 @@ def gradcam_figure(columns, prepared, indices, class_names, path):
 
 @dataclasses.dataclass
 class ModelResults:
-    """Per method: the erased-test-set scores of every run, and the per-image heat
-    shares and focus-area coverages pooled over its runs."""
+    """The result rows of the corrupted test sets, and per method the per-image heat
+    shares and focus-area coverages pooled over its runs.
 
-    erased_scores: dict
+    ``corrupted`` holds one row per corruption × setting × run, in that order (the
+    methods' runs in the order given): dicts with ``corruption``, ``setting``,
+    ``method``, ``run`` (a ``reports.Run``) and ``scores``
+    (``metrics.classification_metrics``)."""
+
+    corrupted: list
     heat_share: dict
     focus_area: dict
     figure: object = None
 
+    @property
+    def corrupted_scores(self):
+        """{(corruption, setting): {method: [scores of each run]}}, in row order."""
+        grouped = {}
+        for row in self.corrupted:
+            by_method = grouped.setdefault((row["corruption"], row["setting"]), {})
+            by_method.setdefault(row["method"], []).append(row["scores"])
+        return grouped
 
-def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=None):
-    """Robustness and inspection of every run's saved classifier (see the module)."""
+
+def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=None,
+                    corruptions=DEFAULT_CORRUPTIONS):
+    """Robustness and inspection of every run's saved classifier (see the module):
+    every setting of each named corruption, all corrupted with ``erase_seed``."""
     from .metrics import classification_metrics
 
+    chosen = [get_corruption(name) for name in dict.fromkeys(corruptions)]
     for method in methods:  # fail before any slow work
         for run in method.runs:
             missing = [key for key in ("image_size", "cam_layer", "threshold")
@@ -143,22 +179,29 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
                 raise UserError(f"{run.path} has no {what}; --no-models makes the tables "
                                 "from the saved predictions alone")
     test_sets = {}
-    results = ModelResults({}, {}, {})
+    results = ModelResults([], {}, {})
+    rows = {(corruption.name, setting): [] for corruption in chosen
+            for setting in corruption.settings}
     columns = []
     for method in methods:
-        results.erased_scores[method.name] = []
         shares, coverages = [], []
         for number, run in enumerate(method.runs):
             if log:
                 log(f"robustness and inspection: {run.path}")
-            size = run.config["image_size"]
-            if size not in test_sets:
-                test_sets[size] = load_test_images(run)
-            test = test_sets[size]
+            # Runs of one size and split share their test images, decoded once.
+            key = (run.config["image_size"], split_of_run(run.config))
+            if key not in test_sets:
+                test_sets[key] = load_test_images(run)
+            test = test_sets[key]
             model = load_model(run)
-            probabilities = erased_probabilities(model, test, erase_seed)
-            results.erased_scores[method.name].append(
-                classification_metrics(test.labels, probabilities))
+            for corruption in chosen:
+                for setting in corruption.settings:
+                    probabilities = corrupted_probabilities(model, test, corruption, setting,
+                                                            erase_seed)
+                    rows[corruption.name, setting].append(
+                        {"corruption": corruption.name, "setting": setting,
+                         "method": method.name, "run": run,
+                         "scores": classification_metrics(test.labels, probabilities)})
             share, coverage = heat_and_focus(model, test, run.config["cam_layer"],
                                              run.config["threshold"])
             shares.append(share)
@@ -167,6 +210,7 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
                 columns.append((method.name, model, run.config["cam_layer"], test))
         results.heat_share[method.name] = np.concatenate(shares)
         results.focus_area[method.name] = np.concatenate(coverages)
+    results.corrupted = [row for group in rows.values() for row in group]
     if figure_path is not None and figure_images > 0:
         test = columns[0][3]
         indices = figure_indices(test.labels, figure_images, erase_seed)

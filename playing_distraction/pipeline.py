@@ -90,6 +90,11 @@ class Prepared:
     def __len__(self):
         return len(self.labels)
 
+    def take(self, indices):
+        """The images at ``indices`` (a split's test draw, say), in that order."""
+        return Prepared(np.asarray(self.images[indices]), self.labels[indices], [],
+                        np.asarray(self.items)[indices])
+
     def digest(self):
         """SHA-256 of the decoded images and labels: what a run was tested on."""
         digest = hashlib.sha256()

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import TrainConfig
+from .corruptions import get as get_corruption
 from .errors import UserError
 from .metrics import classification_metrics, paired_t_test
 
 ALPHA = 0.05
-METHOD_NAMES = {"none": "baseline", "zero": "0-occlusion", "one": "1-occlusion",
-                "random": "R-occlusion"}
 METRIC_ROWS = (
     ("accuracy", "Accuracy"),
     ("precision_macro", "Precision (macro)"),
@@ -37,6 +37,9 @@ METRIC_ROWS = (
     ("top5_accuracy", "Top-5 accuracy"),
 )
 COST_ROWS = (("epochs_run", "Epochs", 1), ("seconds_per_epoch", "Seconds per epoch", 1))
+# Tables evaluate.py writes but does not print (a row per class can be long); it
+# prints every other table it writes.
+UNPRINTED_TABLES = ("per_class_tpr", "cost")
 
 
 @dataclasses.dataclass
@@ -120,23 +123,11 @@ class Method:
     runs: list
 
 
-PAIRWISE_NAMES = {"full": "pairwise", "category": "pairwise (category only)",
-                  "instance": "pairwise (instance only)",
-                  "attention_mining": "pairwise (attention mining)"}
-
-
 def method_name(config):
-    """The column name of a run's method: its fill (distraction) or pairwise variant,
-    with " + HNC-<form>" when the HNC loss was on (the baseline + HNC is "HNC-<form>").
-    Configs written before --method and --hnc existed are distraction runs."""
-    if config.get("method", "distraction") == "pairwise":
-        name = PAIRWISE_NAMES.get(config.get("pairwise_loss"), "pairwise")
-    else:
-        name = METHOD_NAMES.get(config.get("occlusion"), config.get("occlusion", "?"))
-    hnc = config.get("hnc", "none")
-    if hnc == "none":
-        return name
-    return f"HNC-{hnc}" if name == "baseline" else f"{name} + HNC-{hnc}"
+    """The column name of a run's method, from its config.json values
+    (``TrainConfig.column``: the method's ``column`` with the add-ons'; configs
+    written before --method and --hnc existed are distraction runs)."""
+    return TrainConfig.from_dict(config).column
 
 
 def load_methods(baseline, methods):
@@ -315,19 +306,42 @@ def inspection_table(methods, heat_share, focus_area, digits=3):
                       "true class at the backbone's Grad-CAM layer.")
 
 
-def run_rows(methods, scores):
-    """One row per run: the data every table is made from."""
+def run_rows(methods, scores, corrupted_accuracy=None):
+    """One row per run: the data every table is made from. ``corrupted_accuracy``
+    ({runs.csv column: {method: [accuracy of each run]}}) adds one column each."""
     rows = []
     for method in methods:
-        for run, score in zip(method.runs, scores[method.name]):
+        for number, (run, score) in enumerate(zip(method.runs, scores[method.name])):
             row = {"method": method.name, "run": str(run.path), "seed": run.seed}
             row |= {key: score[key] for key, _ in METRIC_ROWS}
-            if "erased_accuracy" in score:
-                row["erased_accuracy"] = score["erased_accuracy"]
+            row |= {column: values[method.name][number]
+                    for column, values in (corrupted_accuracy or {}).items()}
             row |= {key: run.metrics.get(key) for key in ("epochs_run", "best_epoch",
                                                           "seconds_per_epoch")}
             rows.append(row)
     return rows
+
+
+def corruption_rows(corrupted):
+    """``corruptions.csv``: one row per run × corruption × setting with the main
+    metrics, from ``evaluation.ModelResults.corrupted``."""
+    return [{"corruption": row["corruption"], "setting": row["setting"],
+             "method": row["method"], "run": str(row["run"].path), "seed": row["run"].seed}
+            | {key: row["scores"][key] for key, _ in METRIC_ROWS}
+            for row in corrupted]
+
+
+def corruption_tables(methods, model_results):
+    """One metrics table per (corruption, setting) of ``model_results``, by file stem,
+    and the runs.csv accuracy columns ({column: {method: [accuracy per run]}})."""
+    tables, columns = {}, {}
+    for (name, setting), scores in model_results.corrupted_scores.items():
+        corruption = get_corruption(name)
+        tables[corruption.table_stem(setting)] = metrics_table(
+            methods, scores, title=corruption.table_title(setting))
+        columns[corruption.accuracy_column(setting)] = {
+            method: [score["accuracy"] for score in values] for method, values in scores.items()}
+    return tables, columns
 
 
 def _slug(name):
@@ -347,21 +361,19 @@ def write_confusion(path, matrices, class_names):
 def write_reports(methods, out_dir, model_results=None):
     """Compute every table, write them (.md, .tex, .csv) and runs.csv to ``out_dir``;
     returns the tables by file stem. ``model_results`` (``evaluation.ModelResults``)
-    adds the robustness and inspection tables."""
+    adds a table per corruption × setting (``corruption_tables``), its accuracy
+    column in runs.csv, corruptions.csv and the inspection table."""
     scores = {m.name: [run.scores() for run in m.runs] for m in methods}
     class_names = methods[0].runs[0].config["class_names"]
     tables = {"metrics": metrics_table(methods, scores),
               "per_class_tpr": per_class_table(methods, scores, class_names),
               "cost": cost_table(methods)}
+    corrupted_accuracy = {}
     if model_results is not None:
-        tables["robustness"] = metrics_table(
-            methods, model_results.erased_scores,
-            title="Test metrics with one random region erased per image (Random Erasing)")
+        corrupted_tables, corrupted_accuracy = corruption_tables(methods, model_results)
+        tables |= corrupted_tables
         tables["inspection"] = inspection_table(
             methods, model_results.heat_share, model_results.focus_area)
-        for method in methods:
-            for score, erased in zip(scores[method.name], model_results.erased_scores[method.name]):
-                score["erased_accuracy"] = erased["accuracy"]
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -372,11 +384,14 @@ def write_reports(methods, out_dir, model_results=None):
         for method in methods:
             write_confusion(out_dir / f"confusion_{_slug(method.name)}.csv",
                             [score["confusion"] for score in scores[method.name]], class_names)
-        rows = run_rows(methods, scores)
-        with open(out_dir / "runs.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        written = [("runs.csv", run_rows(methods, scores, corrupted_accuracy))]
+        if model_results is not None and model_results.corrupted:
+            written.append(("corruptions.csv", corruption_rows(model_results.corrupted)))
+        for name, rows in written:
+            with open(out_dir / name, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
     except OSError as error:
         raise UserError(f"cannot write the reports to {out_dir}: {error.strerror}") from None
     return tables

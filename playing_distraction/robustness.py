@@ -5,7 +5,8 @@ an aspect ratio r_e ~ U(0.3, 1/0.3) and a position uniform over the image; keep 
 H_e = sqrt(S_e r_e) by W_e = sqrt(S_e / r_e) rectangle there if it fits, else draw
 again; fill it with uniform random values (PAPERS.md §1). Decision: one region per test
 image, drawn from (seed, image index) alone, so the erased test set is the same for
-every model compared and for any batching.
+every model compared and for any batching. ``corruptions.py`` registers it as
+the corruption ``random_erasing``.
 
 This module does not import TensorFlow.
 """
@@ -37,14 +38,14 @@ def erase_box(height, width, rng, area=AREA, aspect=ASPECT):
     return None
 
 
-def erase(images, indices, seed):
+def erase(images, indices, seed, area=AREA, aspect=ASPECT):
     """Float images (B, H, W, C) in [0, 1] with one region erased each; image i is
     erased from the generator seeded by (seed, indices[i])."""
     erased = np.array(images, dtype=np.float32, copy=True)
     height, width, channels = erased.shape[1:]
     for image, index in zip(erased, indices):
         rng = np.random.default_rng([seed, int(index)])
-        box = erase_box(height, width, rng)
+        box = erase_box(height, width, rng, area, aspect)
         if box is not None:
             top, left, bottom, right = box
             image[top:bottom, left:right] = rng.random(

@@ -1,4 +1,5 @@
-"""Splits and sampling over labels: validation split, event split, oversampling, k-shot.
+"""Splits and sampling over labels: validation split, event split, oversampling, k-shot,
+and the split object a run records.
 
 Functions take integer labels and return index arrays (sorted, so that items keep
 their file order), which ``pipeline.make_dataset`` reads from the decoded images
@@ -6,6 +7,9 @@ without copying them. All are seeded: the same seed gives the same indices.
 
 This module does not import TensorFlow.
 """
+
+import dataclasses
+import typing
 
 import numpy as np
 
@@ -118,3 +122,68 @@ def balanced_subset(part, per_class, seed):
         for label in np.unique(part.labels)
     ]
     return part.take(np.sort(np.concatenate(chosen)))
+
+
+# ------------------------------------------------------------------ the split of a run
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialSplit:
+    """The split of one run under the papers' protocol (Morales et al., Sec. 4.3;
+    PAPERS.md §1): the official test set; validation = the dataset's own validation
+    split where it has one, else a seeded, class-stratified ``validation_fraction`` of
+    the official training set; classes oversampled in the training indices only.
+
+    Written into the run's config.json (``to_dict``), so evaluate.py re-creates
+    exactly the test set the run was tested on (``test``). Another protocol (a k-shot
+    draw, say) is another class with the same three methods, registered in ``SPLITS``.
+    """
+
+    validation_fraction: float
+    seed: int
+    oversample: int = 0
+
+    kind: typing.ClassVar[str] = "official"
+    # The dataset parts evaluate.py must decode to re-create the test set.
+    test_parts: typing.ClassVar[tuple] = ("test",)
+
+    def assign(self, parts):
+        """{"train", "validation", "test"} -> (part, indices or None) from the decoded
+        parts ({name: object with ``labels``}); validation is None without images."""
+        train = parts["train"]
+        if "validation" in parts:
+            train_idx, validation = np.arange(len(train.labels)), (parts["validation"], None)
+        else:
+            train_idx, val_idx = split_train_validation(
+                train.labels, self.validation_fraction, self.seed)
+            validation = (train, val_idx) if len(val_idx) else None
+        train_idx = train_idx[oversample(train.labels[train_idx], self.oversample, self.seed)]
+        return {"train": (train, train_idx), "validation": validation, "test": self.test(parts)}
+
+    def test(self, parts):
+        """The test set alone: (part, indices or None); needs only ``test_parts``."""
+        return parts["test"], None
+
+    def to_dict(self):
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+
+SPLITS = {cls.kind: cls for cls in (OfficialSplit,)}
+
+
+def split_of_run(config):
+    """The split a run's config.json records, as an object; runs written before the
+    split was recorded used the official split of their validation fraction and seed."""
+    values = config.get("split")
+    if values is None:
+        return OfficialSplit(config.get("validation_fraction", 0.25), config.get("seed", 0),
+                             config.get("oversample") or 0)
+    values = dict(values)
+    kind = values.pop("kind", None)
+    if kind not in SPLITS:
+        raise UserError(f"unknown split kind {kind!r} in the run's config.json (known: "
+                        f"{', '.join(SPLITS)}); was it written by a newer version?")
+    try:
+        return SPLITS[kind](**values)
+    except TypeError as error:
+        raise UserError(f"the split in the run's config.json does not fit: {error}") from None

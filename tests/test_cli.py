@@ -56,7 +56,7 @@ def error_line(done):
      "--jit-compile on does not work with --strategy mirrored"),
     (["--method", "gain"], "argument --method: invalid choice: 'gain'"),
     (["--method", "pairwise", "--occlusion", "zero"],
-     "--occlusion zero applies to --method distraction"),
+     "--occlusion applies to --method distraction only"),
     (["--method", "pairwise", "--probability", "0.5"],
      "--probability applies to --method distraction only"),
     (["--gamma", "0.5"], "--gamma applies to --method pairwise only"),

@@ -12,7 +12,7 @@ import pytest
 from test_resume import history_rows, interrupt_after
 from test_saving import LOAD_WITHOUT_PACKAGE
 
-from playing_distraction import checkpoints, config as config_module, schemes
+from playing_distraction import checkpoints
 from playing_distraction.backbones import BACKBONES
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.config import TrainConfig, parse_config
@@ -94,13 +94,6 @@ def test_run_folders_and_table_columns_name_the_method(args, tag, name):
 def test_configs_written_before_method_and_hnc_existed_name_distraction_runs():
     assert method_name({"occlusion": "one"}) == "1-occlusion"
     assert method_name({"occlusion": "none"}) == "baseline"
-
-
-def test_command_line_choices_match_the_schemes():
-    from playing_distraction import losses
-
-    assert config_module.PAIRWISE_LOSSES == schemes.PAIRWISE_LOSSES
-    assert config_module.HNC_CHOICES == ("none", *losses.HNC_FORMS)
 
 
 def test_pairwise_run_with_hnc_end_to_end(tmp_path, fashion_dir):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from playing_distraction.config import TrainConfig
+from playing_distraction.protocols import prepare_data
 from playing_distraction.training import run_training
 
 LOAD_WITHOUT_PACKAGE = r"""
@@ -36,7 +37,7 @@ def test_saved_model_loads_and_predicts_without_the_package(tmp_path, fashion_di
         dataset="fashion-mnist", data_dir=str(fashion_dir), epochs=1, out_dir=str(tmp_path),
         run_name="run", probability=1.0, verbose=0,
     ).resolved()
-    run_dir = run_training(config)
+    run_dir = run_training(config, prepare_data(config))
     trained = keras.models.load_model(run_dir / "model.keras")
     assert trained.output.shape == (None, 10) and trained.input.shape == (None, 32, 32, 3)
 

@@ -1,0 +1,365 @@
+"""The method registry: a training method is one registered options dataclass.
+
+A method's options class holds its flags (dataclass fields with the paper's defaults
+and their help), and says everything else about the method in one place:
+
+- ``check()``: range checks of its own flags (ValueError naming the flag);
+- ``resolve(backbone, active)``: its defaults that depend on the backbone registry;
+- ``tag()``: its part of the run-folder name; ``column()``: its evaluate.py column;
+- ``build(classifier, config, **addons)``: the model to fit (a scheme from
+  ``schemes/``, imported there, so that this module stays free of TensorFlow);
+- ``stages(config)``: its training stages (``Stage``: one, unless it says more),
+  each with its own epochs, optimizer and trainable parts.
+
+Add-ons (today the homogeneous negative-CAM loss, usable with every method) are
+options classes too: their ``scheme_kwargs()`` go to every method's scheme, and
+they extend the method's tag and column.
+
+Everything else is derived from here: the fields of ``config.TrainConfig`` and so
+the command-line flags and their ``--help`` groups, the choices of ``--method``, the
+run-folder names, the columns of evaluate.py, and the scheme contract tests
+(``tests/test_contract.py``). A new method registers one class here and adds its
+scheme module. config.json stays flat, so field names are unique over all
+registered classes: a new method names its flags for itself (seed 004's alpha and
+beta, say, as ``dv_probability`` and ``dv_scale``), never reusing one.
+
+This module does not import TensorFlow.
+"""
+
+import dataclasses
+import typing
+
+from .choices import FILLS, HNC_FORMS, HNC_WEIGHTS, PAIRWISE_LOSSES, default_top_k
+
+METHODS = {}  # --method name -> options class
+ADDONS = {}  # add-on name -> options class
+
+
+def option(default, help, **options):
+    """A field of an options class: its default and its ``--help`` text (and, in
+    ``options``, argparse's choices or metavar)."""
+    return dataclasses.field(default=default, metadata={"help": help, **options})
+
+
+def flag(name):
+    """The command-line flag of a field."""
+    return f"--{name.replace('_', '-')}"
+
+
+@dataclasses.dataclass
+class Options:
+    """Base of the options of a method or add-on: one field per flag.
+
+    title: the heading of its flags in ``--help``.
+    """
+
+    name: typing.ClassVar[str]
+    title: typing.ClassVar[str]
+
+    def check(self):
+        """Range checks of the fields; ValueError naming the flag."""
+
+    def resolve(self, backbone, active):
+        """A copy with the defaults that depend on the backbone (a
+        ``backbones.BackboneSpec``) filled in; ``active``: the method is the one chosen."""
+        return self
+
+    def inactive_values(self):
+        """What the fields hold in a run that does not use these options: their defaults
+        as ``resolve`` leaves them for an inactive method."""
+        return dataclasses.asdict(self.resolve(None, active=False))
+
+    def check_unused(self, requirement):
+        """A flag of options that the run does not use is an error, not ignored:
+        ValueError "--flag <requirement>"."""
+        defaults = type(self)()
+        unused = type(self)().inactive_values()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value not in (getattr(defaults, field.name), unused[field.name]):
+                raise ValueError(f"{flag(field.name)} {requirement}")
+
+    @classmethod
+    def from_values(cls, values):
+        """The options held in a mapping of field values (a config's or config.json's);
+        missing fields take their defaults."""
+        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)
+                      if field.name in values})
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage of a method: compiled, fitted, checkpointed and early-stopped
+    on its own, and resumable (``stages.run_stage``).
+
+    name: names its files (history, checkpoint) after the first stage's.
+    epochs: its maximum number of epochs (None: ``--epochs``).
+    optimizer: the config's optimizer settings it overrides, by field name (e.g.
+        {"optimizer": "sgd", "learning_rate": 1e-4, "weight_decay": 5e-3}).
+    trainable: called with the model to fit before the stage compiles, to freeze what
+        the stage does not train; None: every layer trains.
+    """
+
+    name: str = "train"
+    epochs: int | None = None
+    optimizer: dict = dataclasses.field(default_factory=dict)
+    trainable: typing.Callable | None = None
+
+
+class Method(Options):
+    """Options of a training method (see the module docstring).
+
+    saved_model_needs_package: the classifier a run saves for users holds layers of
+    this package (it then loads after ``import playing_distraction``, with
+    ``safe_mode=True``); False: plain Keras layers only.
+    """
+
+    saved_model_needs_package: typing.ClassVar[bool] = False
+
+    def tag(self):
+        """The method's part of the run-folder name."""
+        raise NotImplementedError
+
+    def column(self):
+        """The method's column name in evaluate.py's tables."""
+        raise NotImplementedError
+
+    def build(self, classifier, config, **addons):
+        """The model to fit on ``classifier``: a scheme, or the classifier itself for
+        plain training. ``config``: the resolved run config (shared settings such as
+        the seed and the Grad-CAM layer); ``addons``: keyword arguments of the add-ons,
+        for the scheme. ValueError on a setting that does not fit the classifier."""
+        raise NotImplementedError
+
+    def stages(self, config):
+        """The method's training stages, in order (one by default)."""
+        return [Stage()]
+
+
+class Addon(Options):
+    """Options of an add-on that every method's scheme takes (see the module docstring)."""
+
+    @property
+    def active(self):
+        raise NotImplementedError
+
+    def for_classes(self, num_classes):
+        """A copy with the defaults that depend on the number of classes filled in."""
+        return self
+
+    def scheme_kwargs(self):
+        """Keyword arguments for the scheme ({} when off)."""
+        raise NotImplementedError
+
+    def tag(self, tag):
+        """The run-folder tag ``tag`` of a method, extended by this add-on."""
+        raise NotImplementedError
+
+    def column(self, column):
+        """The column name ``column`` of a method, extended by this add-on."""
+        raise NotImplementedError
+
+
+def register(registry):
+    """Class decorator: add an options class to ``METHODS`` or ``ADDONS`` under its name.
+    Its field names must not be taken by another registered class."""
+
+    def add(cls):
+        taken = {field.name: other.name for group in (METHODS, ADDONS)
+                 for other in group.values() for field in dataclasses.fields(other)}
+        for field in dataclasses.fields(cls):
+            if field.name in taken:
+                raise ValueError(f"{cls.__name__}: field {field.name} is already a flag of "
+                                 f"{taken[field.name]}")
+        if cls.name in METHODS or cls.name in ADDONS:
+            raise ValueError(f"{cls.name} is registered already")
+        registry[cls.name] = cls
+        return cls
+
+    return add
+
+
+def layer_of(classifier, name, flag_name):
+    """``name`` if the classifier has such a layer (None: the scheme's default);
+    ValueError naming the flag otherwise."""
+    if name is not None:
+        try:
+            classifier.get_layer(name)
+        except ValueError:
+            raise ValueError(f"{flag_name} {name}: {classifier.name} has no layer of that "
+                             "name") from None
+    return name
+
+
+def _check_unit(options, *names):
+    for name in names:
+        value = getattr(options, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{flag(name)} must be in [0, 1], got {value}")
+
+
+# ------------------------------------------------------------------ the methods
+
+
+@register(METHODS)
+@dataclasses.dataclass
+class Distraction(Method):
+    """Playing to distraction (Morales et al., 2021; PAPERS.md §1); with
+    ``occlusion`` "none", plain fine-tuning: the baseline."""
+
+    name = "distraction"
+    title = ("method distraction: playing to distraction (Morales et al., 2021); "
+             "--occlusion none trains the baseline")
+    occlusion: str | None = option(
+        None, "distraction: fill of the occluded pixels; 'none' trains the fine-tuned "
+        "baseline (default: zero; none with another --method)", choices=("none", *FILLS))
+    probability: float = option(0.25, "distraction: probability p of occluding a mini-batch")
+    threshold: float = option(
+        0.85, "distraction: heat threshold th: pixels with heat > th are occluded")
+
+    COLUMNS = {"none": "baseline", "zero": "0-occlusion", "one": "1-occlusion",
+               "random": "R-occlusion"}
+
+    def check(self):
+        _check_unit(self, "probability", "threshold")
+
+    def resolve(self, backbone, active):
+        return dataclasses.replace(
+            self, occlusion=self.occlusion or ("zero" if active else "none"))
+
+    def tag(self):
+        return self.occlusion or "zero"
+
+    def column(self):
+        return self.COLUMNS.get(self.tag(), self.tag())
+
+    def build(self, classifier, config, **addons):
+        from .schemes import DistractionModel, TrainingScheme
+
+        if self.tag() == "none":
+            return TrainingScheme(classifier, **addons) if addons else classifier
+        return DistractionModel(
+            classifier, probability=self.probability, threshold=self.threshold,
+            fill=self.tag(), layer_name=layer_of(classifier, config.cam_layer, "--cam-layer"),
+            seed=config.seed, **addons)
+
+
+@register(METHODS)
+@dataclasses.dataclass
+class Pairwise(Method):
+    """CAM erasing with pairwise consistency (Wang et al.; PAPERS.md §3)."""
+
+    name = "pairwise"
+    title = "method pairwise: CAM erasing with pairwise consistency (Wang et al.)"
+    gamma: float = option(
+        0.7, "pairwise: pixels where the CAM of the predicted class is above gamma are erased")
+    alpha: float = option(1.0, "pairwise: weight of the erased image's cross-entropy")
+    beta: float = option(2.0, "pairwise: weight of KL(erased || original)")
+    pairwise_loss: str = option(
+        "full", "pairwise: all terms, or an ablation: category (category-level consistency "
+        "only: no KL), instance (instance-level only: no erased cross-entropy), "
+        "attention_mining (alpha x the main classifier's probability of the true class on "
+        "the erased image, minimised, instead of both)", choices=PAIRWISE_LOSSES)
+    cam_module_layer: str | None = option(
+        None, "pairwise: layer the CAM module is attached to (default: the backbone's input "
+        "of its last down-sampling stage, e.g. conv4_block6_out for resnet50)")
+    cam_module_filters: int | None = option(
+        None, "pairwise: channels of the CAM module's 1x1 convolution (default: those of "
+        "its layer)")
+
+    COLUMNS = {"full": "pairwise", "category": "pairwise (category only)",
+               "instance": "pairwise (instance only)",
+               "attention_mining": "pairwise (attention mining)"}
+
+    def check(self):
+        _check_unit(self, "gamma")
+        for name in ("alpha", "beta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{flag(name)} must be 0 or more, got {getattr(self, name)}")
+        if self.cam_module_filters is not None and self.cam_module_filters < 1:
+            raise ValueError(
+                f"--cam-module-filters must be positive, got {self.cam_module_filters}")
+
+    def resolve(self, backbone, active):
+        if not active:
+            return self
+        return dataclasses.replace(
+            self, cam_module_layer=self.cam_module_layer or backbone.cam_module_layer)
+
+    def tag(self):
+        return "pairwise" if self.pairwise_loss == "full" else f"pairwise-{self.pairwise_loss}"
+
+    def column(self):
+        return self.COLUMNS.get(self.pairwise_loss, "pairwise")
+
+    def build(self, classifier, config, **addons):
+        from .schemes import PairwiseModel
+
+        return PairwiseModel(
+            classifier, layer_of(classifier, self.cam_module_layer, "--cam-module-layer"),
+            gamma=self.gamma, alpha=self.alpha, beta=self.beta,
+            pairwise_loss=self.pairwise_loss, module_filters=self.cam_module_filters,
+            seed=config.seed, **addons)
+
+
+# ------------------------------------------------------------------ the add-ons
+
+
+@register(ADDONS)
+@dataclasses.dataclass
+class HNC(Addon):
+    """The homogeneous negative-CAM loss (Sun et al., 2020; PAPERS.md §4), added to
+    any method's loss."""
+
+    name = "hnc"
+    title = "add-on: the homogeneous negative-CAM loss (Sun et al., 2020), with any method"
+    hnc: str = option(
+        "none", "add the homogeneous negative-CAM loss in this form to any method",
+        choices=("none", *HNC_FORMS))
+    hnc_weight: float | None = option(
+        None, "weight of the HNC loss (default: 0.07 for mse, 0.005 for kd)")
+    hnc_top_k: int | None = option(
+        None, "negative classes per image in the HNC loss (default: ceil(0.1 x classes))")
+    hnc_temperature: float = option(1.0, "temperature T of the kd form of the HNC loss")
+
+    @property
+    def active(self):
+        return self.hnc != "none"
+
+    def check(self):
+        if self.hnc_weight is not None and self.hnc_weight < 0:
+            raise ValueError(f"--hnc-weight must be 0 or more, got {self.hnc_weight}")
+        if self.hnc_top_k is not None and self.hnc_top_k < 1:
+            raise ValueError(f"--hnc-top-k must be positive, got {self.hnc_top_k}")
+        if self.hnc_temperature <= 0:
+            raise ValueError(f"--hnc-temperature must be positive, got {self.hnc_temperature}")
+        if not self.active:
+            self.check_unused("needs --hnc mse or --hnc kd")
+
+    def resolve(self, backbone, active):
+        if not self.active or self.hnc_weight is not None:
+            return self
+        return dataclasses.replace(self, hnc_weight=HNC_WEIGHTS[self.hnc])
+
+    def for_classes(self, num_classes):
+        if not self.active:
+            return self
+        top_k = self.hnc_top_k or default_top_k(num_classes)
+        if not 1 <= top_k < num_classes:
+            raise ValueError(f"--hnc-top-k {top_k} exceeds the {num_classes - 1} negative "
+                             "classes")
+        return dataclasses.replace(self, hnc_top_k=top_k)
+
+    def scheme_kwargs(self):
+        if not self.active:
+            return {}
+        return {"hnc": self.hnc, "hnc_weight": self.hnc_weight, "hnc_top_k": self.hnc_top_k,
+                "hnc_temperature": self.hnc_temperature}
+
+    def tag(self, tag):
+        return tag if not self.active else f"{tag}-hnc_{self.hnc}"
+
+    def column(self, column):
+        if not self.active:
+            return column
+        return f"HNC-{self.hnc}" if column == "baseline" else f"{column} + HNC-{self.hnc}"

@@ -1,0 +1,55 @@
+"""Protocols: the runs an experiment trains, on data decoded once.
+
+Today's protocol is the papers' (Morales et al., Sec. 4.3; PAPERS.md §1): seeded
+repetitions, each with its own split (``splits.OfficialSplit``) and run folder,
+reported as mean ± std by evaluate.py.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from .datasets import get_dataset_spec, load_dataset, resolve_data_dir
+from .errors import UserError
+from .pipeline import prepare
+from .training import run_training
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """A dataset decoded once at the model's input size, shared by repetitions."""
+
+    name: str
+    class_names: tuple
+    parts: dict
+    path: Path
+
+    @property
+    def skipped(self):
+        return [{"split": name, "path": path, "reason": reason}
+                for name, part in self.parts.items() for path, reason in part.skipped]
+
+
+def prepare_data(config, log=None):
+    """Read the dataset and decode every image once (see ``pipeline.prepare``)."""
+    data = load_dataset(config.dataset, config.data_dir, **config.dataset_options())
+    if data.validation is None and data.train.events is not None and config.validation_fraction:
+        # A share of images would put parts of one event in training and validation.
+        raise UserError(
+            f"dataset {config.dataset} has no validation split by events; give validation a "
+            "share in --event-split (or val rows in the manifest's split column), or pass "
+            "--validation-fraction 0")
+    parts = {
+        name: prepare(part, config.image_size, config.cache_dir, config.on_bad_image,
+                      f"{config.dataset} {name}", log)
+        for name, part in data.parts().items()
+    }
+    path = resolve_data_dir(get_dataset_spec(config.dataset), config.data_dir)
+    return PreparedData(data.name, data.class_names, parts, path)
+
+
+def run_protocol(config, log=print):
+    """Train ``config.repeats`` repetitions with seeds seed, seed + 1, ...; the data
+    are decoded once. Returns the run folders, in seed order."""
+    data = prepare_data(config, log)
+    return [run_training(dataclasses.replace(config, seed=config.seed + number), data, log)
+            for number in range(config.repeats)]

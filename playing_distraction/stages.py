@@ -1,0 +1,142 @@
+"""One training stage: compile, fit, checkpoint, early stopping, resume.
+
+A method declares its stages (``methods.Stage``; one by default). Each stage sets
+what trains, compiles the model with its optimizer (the config's, with the stage's
+overrides), continues from its own checkpoint if a run is resumed, and fits with
+early stopping on validation accuracy (best weights restored, Morales et al.,
+Sec. 4.2) and a checkpoint after every epoch. The first stage's files are
+``history.csv`` and ``checkpoint.npz``, as for every run before stages existed;
+a later stage's are ``history-<stage>.csv`` and ``checkpoint-<stage>.npz``.
+"""
+
+import dataclasses
+import time
+
+import keras
+import tensorflow as tf
+
+from .checkpoints import Checkpoint, EarlyStopping, checkpoint_name, restore
+from .pipeline import make_dataset
+from .run_folders import read_history, truncate_history
+
+
+def has_gpu():
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def switch(value):
+    """An "auto" / "on" / "off" flag: auto is on when a GPU is present."""
+    return has_gpu() if value == "auto" else value == "on"
+
+
+def make_optimizer(config):
+    """The optimizer the config names, with its flags: Adam (the papers', default) or
+    SGD with momentum; ``weight_decay`` is Keras' decoupled weight decay (None at 0, so
+    that the optimizer holds exactly the variables it held before the flag existed)."""
+    decay = config.weight_decay or None
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=config.learning_rate,
+                                    momentum=config.momentum, weight_decay=decay)
+    return keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=config.beta_1,
+                                 beta_2=config.beta_2, epsilon=config.epsilon,
+                                 weight_decay=decay)
+
+
+def compile_model(model, config):
+    # Under a strategy, "auto" leaves XLA off, as Keras' own "auto" does: Keras
+    # compiles the step of all replicas as one program (config refuses "on").
+    jit = switch(config.jit_compile) and config.strategy == "none"
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit,
+        steps_per_execution=config.steps_per_execution,
+    )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds the wall time of each epoch to the logs as ``seconds`` (Table 2)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
+def history_name(stage_index, stage_name):
+    return "history.csv" if stage_index == 0 else f"history-{stage_name}.csv"
+
+
+def stage_config(config, stage):
+    """The run config as the stage trains with it: its epochs and optimizer settings."""
+    return dataclasses.replace(config, epochs=stage.epochs or config.epochs, **stage.optimizer)
+
+
+def set_trainable(model, stage):
+    """Let every layer train, then let the stage freeze what it does not train."""
+    model.trainable = True
+    if stage.trainable is not None:
+        stage.trainable(model)
+
+
+def make_split_dataset(split, config, training, epochs=None):
+    prepared, indices = split
+    return make_dataset(prepared.images, prepared.labels, config.batch_size, training=training,
+                        seed=config.seed, indices=indices, augmentation=config.augmentation(),
+                        epochs=epochs)
+
+
+def run_stage(model, config, stage, index, splits, steps, run_dir, strategy, resuming,
+              last=True, log=None):
+    """Train ``model`` through one stage in ``run_dir``; returns the stage's whole
+    history (every epoch, also those before an interruption).
+
+    resuming: continue from the stage's checkpoint where there is one (a finished
+    stage's checkpoint restores the weights it ended with, and nothing trains).
+    last: the run's last stage; an earlier one leaves a finished checkpoint behind,
+    so that a run interrupted before the next stage's first epoch resumes from it.
+    """
+    config = stage_config(config, stage)
+    set_trainable(model, stage)
+    with strategy.scope():
+        compile_model(model, config)
+    stopper = None
+    if splits["validation"] is not None:
+        stopper = EarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
+                                restore_best_weights=True)
+    name = checkpoint_name(index, stage.name)
+    history_file = run_dir / history_name(index, stage.name)
+    with strategy.scope():
+        first_epoch, stopped, finished = (restore(run_dir, model, stopper, name) if resuming
+                                          else (0, False, False))
+    if finished:
+        if log:
+            log(f"{run_dir}: stage {stage.name} finished before")
+        return read_history(history_file)
+    if first_epoch:
+        truncate_history(history_file, first_epoch)
+        if log:
+            log(f"{run_dir}: resuming after epoch {first_epoch}"
+                + (f" of stage {stage.name}" if index else ""))
+    checkpoint = Checkpoint(run_dir, stopper, name)
+    callbacks = [EpochTimer()]
+    if stopper is not None:
+        callbacks.append(stopper)
+    callbacks += [keras.callbacks.CSVLogger(str(history_file), append=first_epoch > 0),
+                  checkpoint]
+    first_epoch = config.epochs if stopped else first_epoch
+    with strategy.scope():
+        train_set = make_split_dataset(splits["train"], config, True,
+                                       epochs=(first_epoch, config.epochs))
+        val_set = (None if splits["validation"] is None
+                   else make_split_dataset(splits["validation"], config, False))
+        model.fit(train_set, validation_data=val_set, epochs=config.epochs,
+                  initial_epoch=first_epoch, steps_per_epoch=steps, callbacks=callbacks,
+                  verbose=config.verbose, shuffle=False)  # shuffled by make_dataset
+    history = read_history(history_file)
+    if not last:
+        checkpoint.write(len(history.get("seconds", ())), finished=True)
+    return history
