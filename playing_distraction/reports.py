@@ -23,6 +23,7 @@ import numpy as np
 from .config import TrainConfig
 from .corruptions import get as get_corruption
 from .errors import UserError
+from .methods import METHODS
 from .metrics import classification_metrics, paired_t_test
 
 ALPHA = 0.05
@@ -127,6 +128,10 @@ def method_name(config):
     """The column name of a run's method, from its config.json values
     (``TrainConfig.column``: the method's ``column`` with the add-ons'; configs
     written before --method and --hnc existed are distraction runs)."""
+    method = config.get("method", "distraction")
+    if method not in METHODS:
+        raise UserError(f"a run was trained with --method {method}, which this version does "
+                        f"not know (known: {', '.join(METHODS)})")
     return TrainConfig.from_dict(config).column
 
 

@@ -16,6 +16,7 @@ from playing_distraction import checkpoints
 from playing_distraction.backbones import BACKBONES
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.config import TrainConfig, parse_config
+from playing_distraction.errors import UserError
 from playing_distraction.reports import method_name
 
 
@@ -94,6 +95,11 @@ def test_run_folders_and_table_columns_name_the_method(args, tag, name):
 def test_configs_written_before_method_and_hnc_existed_name_distraction_runs():
     assert method_name({"occlusion": "one"}) == "1-occlusion"
     assert method_name({"occlusion": "none"}) == "baseline"
+
+
+def test_a_run_of_a_method_this_version_does_not_know_is_one_clear_error():
+    with pytest.raises(UserError, match="--method gain, which this version does not know"):
+        method_name({"method": "gain"})
 
 
 def test_pairwise_run_with_hnc_end_to_end(tmp_path, fashion_dir):
