@@ -60,21 +60,10 @@ def run_training(config, data, log=print):
         raise UserError(str(error)) from None
     split = run_split(config)
     splits = split.assign(data.parts)
-    if _count(splits["train"]) < config.batch_size:
-        raise UserError(f"--batch-size {config.batch_size} exceeds the "
-                        f"{_count(splits['train'])} training images")
     strategy = make_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise UserError(f"--batch-size {config.batch_size} is not a multiple of the {replicas} "
-                        f"replicas of --strategy {config.strategy}")
-    steps = _count(splits["train"]) // config.batch_size
-    if steps % config.steps_per_execution:
-        raise UserError(
-            f"--steps-per-execution {config.steps_per_execution} does not divide the {steps} "
-            "training steps per epoch (Keras would run the last call into the next epoch's "
-            f"batches); divisors of {steps}: {_divisors(steps)}")
+    steps = steps_per_epoch(config, _count(splits["train"]), strategy.num_replicas_in_sync)
     stages = config.method_options().stages(config)
+    checkpoints = [checkpoint_name(index, stage.name) for index, stage in enumerate(stages)]
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if switch(config.mixed_precision) else "float32")
     try:
@@ -88,13 +77,10 @@ def run_training(config, data, log=print):
             if log:
                 log(f"{run_dir}: finished before, skipped")
             return run_dir
-        names = [checkpoint_name(index, stage.name) for index, stage in enumerate(stages)]
-        if not any((run_dir / name).is_file() for name in names):
-            saved = config.to_dict() | {"run_name": run_dir.name,
-                                        "class_names": list(data.class_names),
-                                        "data_path": str(data.path),
-                                        "split": split.to_dict()}
-            write_json(run_dir / CONFIG, saved)
+        if not any((run_dir / name).is_file() for name in checkpoints):
+            write_json(run_dir / CONFIG, config.to_dict() | {
+                "run_name": run_dir.name, "class_names": list(data.class_names),
+                "data_path": str(data.path), "split": split.to_dict()})
         histories = [run_stage(model, config, stage, index, splits, steps, run_dir, strategy,
                                resuming=state == "resume", last=index == len(stages) - 1,
                                log=log)
@@ -109,32 +95,59 @@ def run_training(config, data, log=print):
         classifier.save(run_dir / MODEL)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-
-    # One pass over the test set gives both: the loss is the same sparse cross-entropy
-    # on logits that training minimises, in float64.
-    log_probabilities = logits - logsumexp(logits, axis=1, keepdims=True)
-    probabilities = np.exp(log_probabilities)
-    test_loss = -np.mean(log_probabilities[np.arange(len(logits)), test_part.labels])
-    write_predictions(run_dir / PREDICTIONS, test_part.items, test_part.labels, probabilities)
-    metrics = {
-        "test_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == test_part.labels)),
-        "test_loss": float(test_loss),
+    metrics = write_test_results(run_dir, test_part, logits) | {
         "test_images": _count(splits["test"]),
         "train_images": _count(splits["train"]),
         "validation_images": _count(splits["validation"]),
         "skipped_images": data.skipped,
         "test_images_sha256": test_part.digest(),
-        # The cost and early stopping of the stage whose model is tested: the last.
-        **_stage_metrics(histories[-1], splits["validation"] is not None),
-    }
-    if len(stages) > 1:
-        metrics["stages"] = [{"stage": stage.name,
-                              **_stage_metrics(history, splits["validation"] is not None)}
-                             for stage, history in zip(stages, histories)]
+    } | stage_results(stages, histories, splits["validation"] is not None)
     write_json(run_dir / METRICS, metrics)
-    for name in {CHECKPOINT, *names}:
+    for name in {CHECKPOINT, *checkpoints}:
         (run_dir / name).unlink(missing_ok=True)
     return run_dir
+
+
+def steps_per_epoch(config, train_images, replicas):
+    """Training steps per epoch; a UserError naming the flag where the batch size or
+    steps per execution do not fit the training images or the replicas."""
+    if train_images < config.batch_size:
+        raise UserError(f"--batch-size {config.batch_size} exceeds the {train_images} training "
+                        "images")
+    if config.batch_size % replicas:
+        raise UserError(f"--batch-size {config.batch_size} is not a multiple of the {replicas} "
+                        f"replicas of --strategy {config.strategy}")
+    steps = train_images // config.batch_size
+    if steps % config.steps_per_execution:
+        raise UserError(
+            f"--steps-per-execution {config.steps_per_execution} does not divide the {steps} "
+            "training steps per epoch (Keras would run the last call into the next epoch's "
+            f"batches); divisors of {steps}: {_divisors(steps)}")
+    return steps
+
+
+def write_test_results(run_dir, test_part, logits):
+    """Write predictions.csv from the test logits; returns the test accuracy and loss.
+    One pass over the test set gives both: the loss is the same sparse cross-entropy on
+    logits that training minimises, in float64."""
+    log_probabilities = logits - logsumexp(logits, axis=1, keepdims=True)
+    probabilities = np.exp(log_probabilities)
+    write_predictions(run_dir / PREDICTIONS, test_part.items, test_part.labels, probabilities)
+    return {
+        "test_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == test_part.labels)),
+        "test_loss": float(-np.mean(log_probabilities[np.arange(len(logits)),
+                                                      test_part.labels])),
+    }
+
+
+def stage_results(stages, histories, validated):
+    """The cost and early stopping of the stage whose model is tested (the last), and,
+    with several stages, of each."""
+    results = _stage_metrics(histories[-1], validated)
+    if len(stages) > 1:
+        results["stages"] = [{"stage": stage.name, **_stage_metrics(history, validated)}
+                             for stage, history in zip(stages, histories)]
+    return results
 
 
 def _stage_metrics(history, validated):
