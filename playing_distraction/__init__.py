@@ -25,7 +25,7 @@ _LAZY = {
     "TrainingScheme": "schemes",
     "CAMModule": "layers",
     "CAMErasing": "layers",
-    "SyncBatchNormalization": "distribute",
+    "SyncBatchNormalization": "layers",
     "with_batchnorm": "distribute",
     "build_classifier": "backbones",
     "BACKBONES": "backbones",

@@ -110,8 +110,8 @@ class Method(Options):
     """Options of a training method (see the module docstring).
 
     saved_model_needs_package: the classifier a run saves for users holds layers of
-    this package (it then loads after ``import playing_distraction``, with
-    ``safe_mode=True``); False: plain Keras layers only.
+    this package (it then loads after ``import playing_distraction.layers``, which
+    registers them all, with ``safe_mode=True``); False: plain Keras layers only.
     """
 
     saved_model_needs_package: typing.ClassVar[bool] = False

@@ -14,7 +14,7 @@ from conftest import make_classifier, structured_images
 
 from playing_distraction import DistractionModel, grad_cam, occlude, occlusion_mask
 from playing_distraction.backbones import BACKBONES, build_classifier
-from playing_distraction.config import default_top_k
+from playing_distraction.choices import default_top_k
 from playing_distraction.heatmaps import class_activation_maps
 from playing_distraction.schemes import PairwiseModel, TrainingScheme
 
