@@ -82,7 +82,7 @@ class SharedConfig:
         "backbone's)")
     method: str = _model(
         "distraction", "training method; its own flags are in its group below: "
-        + "; ".join(f"{name}: {cls.title.split(': ', 1)[1]}" for name, cls in METHODS.items()),
+        + "; ".join(f"{name}: {cls.title.split(': ', 1)[-1]}" for name, cls in METHODS.items()),
         choices=tuple(METHODS))
     cam_layer: str | None = _model(
         None, "layer for Grad-CAM, in training (distraction) and in evaluate.py's inspection "

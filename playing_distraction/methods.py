@@ -73,7 +73,7 @@ class Options:
         """A flag of options that the run does not use is an error, not ignored:
         ValueError "--flag <requirement>"."""
         defaults = type(self)()
-        unused = type(self)().inactive_values()
+        unused = defaults.inactive_values()
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if value not in (getattr(defaults, field.name), unused[field.name]):
