@@ -14,14 +14,15 @@ until the run ends, so a run interrupted between two stages resumes with the
 weights the first one ended with.
 """
 
+import dataclasses
 import json
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from .errors import UserError
+from .storage import atomic_path
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -56,10 +57,11 @@ class Checkpoint(keras.callbacks.Callback):
     epoch, after early stopping has seen the epoch; the file is replaced atomically,
     so an interruption leaves the previous checkpoint whole."""
 
-    def __init__(self, run_dir, early_stopping=None, name=CHECKPOINT):
+    def __init__(self, run_dir, early_stopping=None, name=CHECKPOINT, history=None):
         super().__init__()
         self.path = Path(run_dir) / name
         self.early_stopping = early_stopping
+        self.history = history  # the stage's history CSV, kept in the checkpoint too
 
     def on_epoch_end(self, epoch, logs=None):
         self.write(epoch + 1, stopped=bool(self.model.stop_training))
@@ -73,31 +75,50 @@ class Checkpoint(keras.callbacks.Callback):
         # "stopped": early stopping ended training at this epoch; a resumed run
         # must not train another one.
         meta = {"epochs_done": epochs_done, "stopped": stopped, "finished": finished,
-                "early_stopping": None}
+                "early_stopping": None, "history": None}
+        if self.history is not None and self.history.is_file():
+            # The history as of this checkpoint, so that a resumed run takes its epochs
+            # and their history from one source.
+            meta["history"] = self.history.read_text()
         stopper = self.early_stopping
         if stopper is not None:
             meta["early_stopping"] = stopper.state()
             for i, weight in enumerate(stopper.best_weights or ()):
                 arrays[f"best_{i}"] = np.asarray(weight)
         arrays["meta"] = np.array(json.dumps(meta))
-        partial = self.path.with_name(self.path.name + ".partial.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, self.path)
+        needed = sum(array.nbytes for array in arrays.values())
+        with atomic_path(self.path, needed) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+@dataclasses.dataclass
+class Restored:
+    """What a checkpoint restored: finished epochs, whether early stopping had ended
+    the stage, whether the stage was over, and its history CSV (None in checkpoints
+    written before it was kept)."""
+
+    epochs: int = 0
+    stopped: bool = False
+    finished: bool = False
+    history: str | None = None
 
 
 def restore(run_dir, model, early_stopping=None, name=CHECKPOINT):
     """Load the run folder's checkpoint ``name`` into a compiled ``model`` (and the
-    early stopping); returns (finished epochs, whether early stopping had ended the
-    stage, whether the stage was over), (0, False, False) if there is no checkpoint."""
+    early stopping); returns a ``Restored`` (all zero without a checkpoint)."""
     path = Path(run_dir) / name
     if not path.is_file():
-        return 0, False, False
+        return Restored()
     try:
         with np.load(path) as stored:
             arrays = {key: stored[key] for key in stored.files}
         meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"cannot read the checkpoint {path}: {error}") from None
+        epochs_done, stopped = int(meta["epochs_done"]), bool(meta["stopped"])
+    except Exception as error:  # zipfile, pickle, EOF, JSON, key errors: a damaged file
+        raise UserError(
+            f"cannot resume from {path}: the file is damaged ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no detail'}); delete it to start "
+            "the run again from its first epoch with --resume") from None
     model.optimizer.build(model.trainable_variables)
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         values = [arrays[f"{prefix}_{i}"] for i in range(_count(arrays, prefix))]
@@ -110,7 +131,8 @@ def restore(run_dir, model, early_stopping=None, name=CHECKPOINT):
     if early_stopping is not None and meta["early_stopping"] is not None:
         best = [arrays[f"best_{i}"] for i in range(_count(arrays, "best"))]
         early_stopping.restored = (meta["early_stopping"], best or None)
-    return int(meta["epochs_done"]), bool(meta["stopped"]), bool(meta.get("finished", False))
+    return Restored(epochs_done, stopped, bool(meta.get("finished", False)),
+                    meta.get("history"))
 
 
 def _count(arrays, prefix):

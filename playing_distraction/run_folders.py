@@ -22,6 +22,7 @@ import numpy as np
 from .config import TrainConfig
 from .errors import UserError
 from .methods import flag
+from .storage import LOCK, PARTIAL, RunLock, atomic_path, read_json_object
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -41,33 +42,34 @@ def run_name(config):
     return config.run_name if config.repeats == 1 else f"{config.run_name}-seed{config.seed}"
 
 
-def open_run_dir(config):
-    """The run folder and the state it is in: "new", "resume" or "finished".
+def open_run_dir(config, log=None):
+    """The run folder, the state it is in ("new", "resume" or "finished") and its
+    lock (``storage.RunLock``, held: release it when done).
 
     Without ``resume``: a default name gets a number if taken, a given name that
-    exists is an error unless ``overwrite``. With ``resume``: the folder of that name
-    is continued (if its config matches), skipped if finished, or made.
+    exists is an error unless ``overwrite`` (and then only a run folder is
+    replaced). With ``resume``: the folder of that name is continued (if its config
+    matches), skipped if finished, or made; a folder that an interruption left
+    before anything was written in it counts as new.
     """
     out_dir = Path(config.out_dir)
     run_dir = out_dir / run_name(config)
     if run_dir.exists() and config.resume:
-        saved = saved_config(run_dir)
-        # A flag added since the run started (absent from its config) counts as
-        # unchanged at its default value.
-        defaults = TrainConfig().to_dict()
-        changed = sorted(key for key, value in config.to_dict().items()
-                         if key not in RESUMABLE_CHANGES
-                         and json.loads(json.dumps(value)) != saved.get(key, defaults[key]))
-        if changed:
-            flags = ", ".join(flag(key) for key in changed)
-            raise UserError(f"cannot resume {run_dir}: it was started with other {flags}")
-        return run_dir, "finished" if (run_dir / METRICS).is_file() else "resume"
+        lock = RunLock(run_dir, log).acquire()
+        try:
+            return run_dir, _resume_state(run_dir, config), lock
+        except BaseException:
+            lock.release()
+            raise
     if run_dir.exists() and config.run_name is not None:
         if not config.overwrite:
             raise UserError(
                 f"run folder {run_dir} exists; choose another --run-name, pass --overwrite, "
                 "or --resume to continue it")
-        saved_config(run_dir, "--overwrite refused")
+        if not is_run_folder(run_dir):
+            raise UserError(f"--overwrite refused: {run_dir} is not a run folder (no "
+                            "config.json or other file a run writes)")
+        RunLock(run_dir, log).acquire()  # not while another process trains in it
         shutil.rmtree(run_dir)
     elif run_dir.exists():
         base, number = run_dir.name, 1
@@ -78,18 +80,46 @@ def open_run_dir(config):
         run_dir.mkdir(parents=True)
     except OSError as error:
         raise UserError(f"cannot create run folder {run_dir}: {error.strerror}") from None
-    return run_dir, "new"
+    return run_dir, "new", RunLock(run_dir, log).acquire()
+
+
+def _resume_state(run_dir, config):
+    if not (run_dir / CONFIG).exists() and _only_leftovers(run_dir):
+        return "new"  # made, but interrupted before its config.json was written
+    saved = saved_config(run_dir)
+    # A flag added since the run started (absent from its config) counts as
+    # unchanged at its default value.
+    defaults = TrainConfig().to_dict()
+    changed = sorted(key for key, value in config.to_dict().items()
+                     if key not in RESUMABLE_CHANGES
+                     and json.loads(json.dumps(value)) != saved.get(key, defaults[key]))
+    if changed:
+        flags = ", ".join(flag(key) for key in changed)
+        raise UserError(f"cannot resume {run_dir}: it was started with other {flags}")
+    return "finished" if (run_dir / METRICS).is_file() else "resume"
+
+
+def _only_leftovers(run_dir):
+    """The folder holds nothing but what a write cut short or a lock leaves."""
+    return all(path.name == LOCK or path.name.startswith(PARTIAL) for path in run_dir.iterdir())
+
+
+def is_run_folder(path):
+    """``path`` holds a file that only a run writes (so --overwrite may replace it), or
+    nothing but the leftovers of an interrupted start."""
+    names = {entry.name for entry in Path(path).iterdir()}
+    return (bool(names & {CONFIG, METRICS, PREDICTIONS, MODEL, LOCK})
+            or any(name.startswith(("checkpoint", "history", PARTIAL)) for name in names)
+            or not names)
 
 
 def saved_config(run_dir, refusal="cannot resume"):
-    try:
-        return json.loads((run_dir / CONFIG).read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{refusal}: {run_dir} is not a run folder (no readable config.json)") from None
-
-
-def write_json(path, values):
-    Path(path).write_text(json.dumps(values, indent=2) + "\n")
+    """The run's config.json, checked to be a JSON object."""
+    if not (run_dir / CONFIG).exists():
+        raise UserError(f"{refusal}: {run_dir} is not a run folder (no config.json)")
+    return read_json_object(
+        run_dir / CONFIG, f"{refusal} {run_dir}: start the run again (delete the folder, or "
+        f"pass --overwrite --run-name {run_dir.name})")
 
 
 def read_history(path):
@@ -99,17 +129,9 @@ def read_history(path):
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else ())}
 
 
-def truncate_history(path, epochs):
-    """Keep the header and the first ``epochs`` rows (an interruption between the
-    history row and the checkpoint of an epoch would otherwise repeat the row)."""
-    if path.is_file():
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(lines[: epochs + 1]))
-
-
 def write_predictions(path, items, labels, probabilities):
     """One row per test image: item (file or index), label, prediction, p0..pK-1."""
-    with open(path, "w", newline="") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["item", "label", "prediction",
                          *(f"p{k}" for k in range(probabilities.shape[1]))])

@@ -10,14 +10,17 @@ a later stage's are ``history-<stage>.csv`` and ``checkpoint-<stage>.npz``.
 """
 
 import dataclasses
+import math
 import time
 
 import keras
 import tensorflow as tf
 
-from .checkpoints import Checkpoint, EarlyStopping, checkpoint_name, restore
+from .checkpoints import Checkpoint, EarlyStopping, Restored, checkpoint_name, restore
+from .errors import UserError
 from .pipeline import make_dataset
-from .run_folders import read_history, truncate_history
+from .run_folders import read_history
+from .storage import write_text
 
 
 def has_gpu():
@@ -66,6 +69,56 @@ class EpochTimer(keras.callbacks.Callback):
             logs["seconds"] = time.perf_counter() - self._start
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Ends the run with one line when an epoch's loss or metrics are not finite
+    (a learning rate too high, say), before that epoch is written to the history or
+    the checkpoint: the last good checkpoint stays, and no NaN reaches a file."""
+
+    def __init__(self, checkpoint):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {key: value for key, value in (logs or {}).items()
+               if isinstance(value, float) and not math.isfinite(value)}
+        if bad:
+            kept = (f"the checkpoint of epoch {epoch} is kept" if epoch
+                    else "no epoch had finished")
+            raise UserError(
+                f"training diverged in epoch {epoch + 1}: {', '.join(sorted(bad))} = "
+                f"{next(iter(bad.values()))}; {kept} ({self.checkpoint}); try a lower "
+                "--learning-rate")
+
+
+def resume_history(path, restored, log=None):
+    """Make the stage's history CSV hold exactly the ``restored.epochs`` finished
+    epochs the checkpoint records: taken from the checkpoint where it kept them
+    (rewritten if the file was lost; refused if the file says otherwise), else cut
+    to that many rows (checkpoints before the history was kept in them)."""
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else None
+    if restored.history is not None:
+        recorded = restored.history.splitlines(keepends=True)[: restored.epochs + 1]
+        if lines is None:
+            if log:
+                log(f"{path} was missing; rewritten from the checkpoint")
+        elif lines[: len(recorded)] != recorded:
+            raise UserError(
+                f"cannot resume: {path} does not match the {restored.epochs} epochs its "
+                "checkpoint recorded (was it edited?); restore it, or delete it to have "
+                "it rewritten from the checkpoint")
+        write_text(path, "".join(recorded))
+        return
+    if lines is None or len(lines) < restored.epochs + 1:
+        held = 0 if lines is None else max(len(lines) - 1, 0)
+        raise UserError(
+            f"cannot resume: {path} holds {held} of the {restored.epochs} epochs the "
+            "checkpoint has finished; start the run again (delete the folder, or pass "
+            "--overwrite with --run-name)")
+    # An interruption between an epoch's history row and its checkpoint would
+    # otherwise repeat the row.
+    write_text(path, "".join(lines[: restored.epochs + 1]))
+
+
 def history_name(stage_index, stage_name):
     return "history.csv" if stage_index == 0 else f"history-{stage_name}.csv"
 
@@ -110,24 +163,24 @@ def run_stage(model, config, stage, index, splits, steps, run_dir, strategy, res
     name = checkpoint_name(index, stage.name)
     history_file = run_dir / history_name(index, stage.name)
     with strategy.scope():
-        first_epoch, stopped, finished = (restore(run_dir, model, stopper, name) if resuming
-                                          else (0, False, False))
-    if finished:
+        restored = restore(run_dir, model, stopper, name) if resuming else Restored()
+    first_epoch = restored.epochs
+    if first_epoch:
+        resume_history(history_file, restored, log)
+    if restored.finished:
         if log:
             log(f"{run_dir}: stage {stage.name} finished before")
         return read_history(history_file)
-    if first_epoch:
-        truncate_history(history_file, first_epoch)
-        if log:
-            log(f"{run_dir}: resuming after epoch {first_epoch}"
-                + (f" of stage {stage.name}" if index else ""))
-    checkpoint = Checkpoint(run_dir, stopper, name)
-    callbacks = [EpochTimer()]
+    if first_epoch and log:
+        log(f"{run_dir}: resuming after epoch {first_epoch}"
+            + (f" of stage {stage.name}" if index else ""))
+    checkpoint = Checkpoint(run_dir, stopper, name, history_file)
+    callbacks = [EpochTimer(), StopOnNonFinite(checkpoint.path)]
     if stopper is not None:
         callbacks.append(stopper)
     callbacks += [keras.callbacks.CSVLogger(str(history_file), append=first_epoch > 0),
                   checkpoint]
-    first_epoch = config.epochs if stopped else first_epoch
+    first_epoch = config.epochs if restored.stopped else first_epoch
     with strategy.scope():
         train_set = make_split_dataset(splits["train"], config, True,
                                        epochs=(first_epoch, config.epochs))

@@ -14,8 +14,8 @@ from .backbones import build_classifier
 from .checkpoints import CHECKPOINT, checkpoint_name
 from .distribute import SyncBatchNormalization, make_strategy, with_batchnorm
 from .errors import UserError
-from .run_folders import (CONFIG, METRICS, MODEL, PREDICTIONS, open_run_dir, write_json,
-                          write_predictions)
+from .run_folders import CONFIG, METRICS, MODEL, PREDICTIONS, open_run_dir, write_predictions
+from .storage import atomic_path, write_json
 from .splits import OfficialSplit
 from .stages import make_split_dataset, run_stage, switch
 
@@ -71,40 +71,45 @@ def run_training(config, data, log=print):
             keras.utils.set_random_seed(config.seed)
             classifier, model = build_model(config, len(data.class_names))
         # The folder is made only once data and model are known to be good, so a
-        # user error leaves nothing behind.
-        run_dir, state = open_run_dir(config)
-        if state == "finished":
-            if log:
-                log(f"{run_dir}: finished before, skipped")
-            return run_dir
-        if not any((run_dir / name).is_file() for name in checkpoints):
-            write_json(run_dir / CONFIG, config.to_dict() | {
-                "run_name": run_dir.name, "class_names": list(data.class_names),
-                "data_path": str(data.path), "split": split.to_dict()})
-        histories = [run_stage(model, config, stage, index, splits, steps, run_dir, strategy,
-                               resuming=state == "resume", last=index == len(stages) - 1,
-                               log=log)
-                     for index, stage in enumerate(stages)]
-        # The predictions come from the model that is saved, on one device.
-        classifier = saved_classifier(classifier)
-        test_part, test_indices = splits["test"]
-        if test_indices is not None:
-            test_part = test_part.take(test_indices)
-        test_set = make_split_dataset((test_part, None), config, training=False)
-        logits = np.asarray(classifier.predict(test_set, verbose=0), np.float64)
-        classifier.save(run_dir / MODEL)
+        # user error leaves nothing behind; it stays locked while this process
+        # trains in it.
+        run_dir, state, lock = open_run_dir(config, log)
+        try:
+            if state == "finished":
+                if log:
+                    log(f"{run_dir}: finished before, skipped")
+                return run_dir
+            if not any((run_dir / name).is_file() for name in checkpoints):
+                write_json(run_dir / CONFIG, config.to_dict() | {
+                    "run_name": run_dir.name, "class_names": list(data.class_names),
+                    "data_path": str(data.path), "split": split.to_dict()})
+            histories = [run_stage(model, config, stage, index, splits, steps, run_dir,
+                                   strategy, resuming=state == "resume",
+                                   last=index == len(stages) - 1, log=log)
+                         for index, stage in enumerate(stages)]
+            # The predictions come from the model that is saved, on one device.
+            classifier = saved_classifier(classifier)
+            test_part, test_indices = splits["test"]
+            if test_indices is not None:
+                test_part = test_part.take(test_indices)
+            test_set = make_split_dataset((test_part, None), config, training=False)
+            logits = np.asarray(classifier.predict(test_set, verbose=0), np.float64)
+            with atomic_path(run_dir / MODEL, classifier.count_params() * 4) as temporary:
+                classifier.save(temporary)
+            metrics = write_test_results(run_dir, test_part, logits) | {
+                "test_images": _count(splits["test"]),
+                "train_images": _count(splits["train"]),
+                "validation_images": _count(splits["validation"]),
+                "skipped_images": data.skipped,
+                "test_images_sha256": test_part.digest(),
+            } | stage_results(stages, histories, splits["validation"] is not None)
+            write_json(run_dir / METRICS, metrics)
+            for name in {CHECKPOINT, *checkpoints}:
+                (run_dir / name).unlink(missing_ok=True)
+        finally:
+            lock.release()
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    metrics = write_test_results(run_dir, test_part, logits) | {
-        "test_images": _count(splits["test"]),
-        "train_images": _count(splits["train"]),
-        "validation_images": _count(splits["validation"]),
-        "skipped_images": data.skipped,
-        "test_images_sha256": test_part.digest(),
-    } | stage_results(stages, histories, splits["validation"] is not None)
-    write_json(run_dir / METRICS, metrics)
-    for name in {CHECKPOINT, *checkpoints}:
-        (run_dir / name).unlink(missing_ok=True)
     return run_dir
 
 
