@@ -16,6 +16,8 @@ its predictions were made on.
 """
 
 import dataclasses
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -29,14 +31,26 @@ from .datasets import load_dataset
 from .errors import UserError
 from .heatmaps import GradCAM
 from .pipeline import prepare, to_unit_range
+from .reports import check_saved_models, damaged_model, saved_model_problem
 from .splits import split_of_run
 
 
 def load_model(run):
+    """The run's saved classifier; a damaged file is one ``UserError`` line. What the
+    zip check (``reports.saved_model_problem``) lets through fails inside Keras as
+    h5py's OSError (weights that are not HDF5), a KeyError (a member missing) or a
+    ValueError (a config that is not JSON)."""
+    path = run.path / "model.keras"
+    problem = saved_model_problem(path)
+    if problem:
+        raise damaged_model(path, problem)
     try:
-        return keras.models.load_model(run.path / "model.keras")
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load {run.path / 'model.keras'}: {error}") from None
+        return keras.models.load_model(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        # str() of a KeyError is its key in quotes; Keras's messages can run to lines.
+        text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        raise damaged_model(path, text.splitlines()[0] if text else type(error).__name__) \
+            from None
 
 
 def load_test_images(run):
@@ -170,14 +184,9 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
     from .metrics import classification_metrics
 
     chosen = [get_corruption(name) for name in dict.fromkeys(corruptions)]
-    for method in methods:  # fail before any slow work
-        for run in method.runs:
-            missing = [key for key in ("image_size", "cam_layer", "threshold")
-                       if key not in run.config]
-            if missing or not (run.path / "model.keras").is_file():
-                what = f"{', '.join(missing)} in config.json" if missing else "model.keras"
-                raise UserError(f"{run.path} has no {what}; --no-models makes the tables "
-                                "from the saved predictions alone")
+    check_saved_models(methods)  # fail before any slow work
+    if figure_path is not None:
+        Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
     test_sets = {}
     results = ModelResults([], {}, {})
     rows = {(corruption.name, setting): [] for corruption in chosen

@@ -2,7 +2,10 @@
 
 A run folder (``training.py``) holds its resolved config, its metrics and the
 per-image test predictions; every number here is recomputed from the predictions
-(``metrics.py``), so a table can be re-made at any time without re-training.
+(``metrics.py``), so a table can be re-made at any time without re-training. What
+is read is checked first: a damaged file, a folder given twice or two runs of one
+method with one seed is a ``UserError`` line naming the file and what to do, never
+a wrong cell.
 Runs are grouped by method; a table has metric rows and one column per method,
 cells "mean ± std" over the runs (sample standard deviation), the best mean of a
 row in bold, and the paired t-test of each method's accuracy against the baseline
@@ -16,6 +19,8 @@ import dataclasses
 import io
 import json
 import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -60,17 +65,78 @@ class Run:
         return classification_metrics(self.labels, self.probabilities)
 
 
+# Probabilities are written with 6 significant digits: a row sums to 1 within about
+# 5e-6 (each value within half a unit of its 6th digit), so 1e-3 is a wide margin
+# that still catches an edited value.
+SUM_TOLERANCE = 1e-3
+
+
+def retrain_advice(run_dir):
+    """What to do about a damaged file of a finished run: train the run again. With
+    --resume, train.py skips the command's other runs that finished and makes this
+    one anew (--overwrite alone would not: it replaces --run-name folders only)."""
+    return f"delete {run_dir} and run its train.py command again with --resume"
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+# What a JSON file holds instead of an object.
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
 def _read_json(path):
+    """The JSON object in ``path`` (a run's config.json or metrics.json). Python's json
+    reads NaN and Infinity, which are not JSON and would turn into "nan" cells: they
+    are refused like any damage."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        values = json.loads(path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError:
-        raise UserError(f"missing {path}: is {Path(path).parent} a finished run folder?") from None
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
+        raise UserError(f"missing {path}: is {path.parent} a finished run folder?") from None
+    except ValueError as error:  # not JSON, NaN, or not UTF-8 text
+        raise _damaged(path, str(error).splitlines()[0]) from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    if not isinstance(values, dict):
+        raise _damaged(path, f"it holds {_JSON_KINDS[type(values)]}, not a JSON object")
+    return values
+
+
+def _damaged(path, reason):
+    return UserError(f"{path} is damaged ({reason}); {retrain_advice(Path(path).parent)}")
+
+
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+# (file, key, check, what it must be) for what the tables read from a run's JSON files.
+_FIELDS = (
+    ("config.json", "dataset", lambda value: isinstance(value, str), "a dataset name"),
+    ("config.json", "seed", _is_integer, "an integer"),
+    ("config.json", "class_names",
+     lambda value: (isinstance(value, list) and value
+                    and all(isinstance(name, str) for name in value)),
+     "a list of class names"),
+    ("metrics.json", "epochs_run", lambda value: _is_integer(value) and value >= 0,
+     "a whole number of 0 or more"),
+    ("metrics.json", "seconds_per_epoch", lambda value: _is_number(value) and value >= 0,
+     "a number of 0 or more"),
+)
 
 
 def read_predictions(path, num_classes):
-    """(items, labels, probabilities) from a run's predictions.csv."""
+    """(items, labels, probabilities) from a run's predictions.csv, checked row by row:
+    every probability in [0, 1], each row summing to 1 (``SUM_TOLERANCE``), and the
+    prediction the most probable class, as train.py wrote them."""
     try:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))
@@ -84,7 +150,7 @@ def read_predictions(path, num_classes):
     if not rows or rows[0] != expected:
         raise UserError(f"{path}:1: expected the header {','.join(expected[:4])},...,"
                         f"p{num_classes - 1}")
-    items, labels, probabilities = [], [], []
+    items, labels, predictions, probabilities = [], [], [], []
     for number, row in enumerate(rows[1:], start=2):
         try:
             if len(row) != len(expected):
@@ -92,29 +158,70 @@ def read_predictions(path, num_classes):
             label = int(row[1])
             if not 0 <= label < num_classes:
                 raise ValueError(f"label {label} out of range")
+            prediction = int(row[2])
+            if not 0 <= prediction < num_classes:
+                raise ValueError(f"prediction {prediction} out of range")
             probabilities.append([float(value) for value in row[3:]])
         except ValueError as error:
             raise UserError(f"{path}:{number}: {error}") from None
         items.append(row[0])
         labels.append(label)
+        predictions.append(prediction)
     if not items:
         raise UserError(f"{path} holds no predictions")
-    return items, np.array(labels), np.array(probabilities)
+    probabilities = np.array(probabilities)
+    _check_probabilities(path, rows, np.array(predictions), probabilities)
+    return items, np.array(labels), probabilities
+
+
+def _check_probabilities(path, rows, predictions, probabilities):
+    """One line naming the first impossible row: a probability outside [0, 1] (NaN
+    and infinities included), a row not summing to 1, or a prediction that is not the
+    row's most probable class (6-digit rounding keeps that class the largest, ties
+    aside, so the check is exact)."""
+    def refuse(index, what):
+        raise UserError(f"{path}:{index + 2}: {what}; the file is damaged: "
+                        f"{retrain_advice(Path(path).parent)}")
+
+    outside = ~((probabilities >= 0) & (probabilities <= 1))  # NaN compares False
+    if outside.any():
+        index, k = np.argwhere(outside)[0]
+        refuse(index, f"p{k} is {rows[index + 1][3 + k]}, not a probability between 0 and 1")
+    totals = probabilities.sum(axis=1)
+    off = np.flatnonzero(np.abs(totals - 1) > SUM_TOLERANCE)
+    if off.size:
+        refuse(off[0], f"the probabilities sum to {totals[off[0]]:.4g}, not 1")
+    chosen = probabilities[np.arange(len(predictions)), predictions]
+    wrong = np.flatnonzero(chosen < probabilities.max(axis=1))
+    if wrong.size:
+        index = wrong[0]
+        refuse(index, f"prediction {predictions[index]} is not the most probable class "
+                      f"({int(np.argmax(probabilities[index]))})")
 
 
 def load_run(path):
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"no run folder {path}")
-    config = _read_json(path / "config.json")
-    metrics = _read_json(path / "metrics.json")
-    for name, record, keys in (("config.json", config, ("dataset", "seed", "class_names")),
-                               ("metrics.json", metrics, ("epochs_run", "seconds_per_epoch"))):
-        missing = [key for key in keys if not isinstance(record, dict) or key not in record]
+    records = {"config.json": _read_json(path / "config.json"),
+               "metrics.json": _read_json(path / "metrics.json")}
+    for name, record in records.items():
+        missing = [key for file, key, _, _ in _FIELDS if file == name and key not in record]
         if missing:
             raise UserError(f"{path / name} lacks {', '.join(missing)}: not written by train.py?")
-    items, labels, probabilities = read_predictions(
-        path / "predictions.csv", len(config["class_names"]))
+    for name, key, valid, what in _FIELDS:
+        value = records[name][key]
+        if not valid(value):
+            raise _damaged(path / name, f"{key} must be {what}, not {value!r}")
+    config, metrics = records["config.json"], records["metrics.json"]
+    predictions = path / "predictions.csv"
+    items, labels, probabilities = read_predictions(predictions, len(config["class_names"]))
+    # A file cut short at the end of a row reads well: its length gives it away.
+    recorded = metrics.get("test_images")
+    if _is_integer(recorded) and recorded != len(items):
+        raise UserError(f"{predictions} holds {len(items)} predictions, but "
+                        f"{path / 'metrics.json'} records {recorded} test images; the file is "
+                        f"damaged: {retrain_advice(path)}")
     return Run(path, config, metrics, items, labels, probabilities)
 
 
@@ -129,7 +236,7 @@ def method_name(config):
     (``TrainConfig.column``: the method's ``column`` with the add-ons'; configs
     written before --method and --hnc existed are distraction runs)."""
     method = config.get("method", "distraction")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise UserError(f"a run was trained with --method {method}, which this version does "
                         f"not know (known: {', '.join(METHODS)})")
     return TrainConfig.from_dict(config).column
@@ -137,8 +244,11 @@ def method_name(config):
 
 def load_methods(baseline, methods):
     """Methods from lists of run folders: the baseline first, then each method, named
-    from its runs' configs. All runs must share the dataset, classes and test set."""
+    from its runs' configs. All runs must share the dataset, classes and test set; a
+    folder may be given once (whatever the spelling of its path), and a method may
+    have one run per seed (the t-test pairs runs by seed)."""
     groups = [("baseline", baseline)] + [(None, group) for group in methods]
+    _check_given_once([path for _, paths in groups for path in paths])
     loaded, names = [], set()
     for name, paths in groups:
         runs = [load_run(path) for path in paths]
@@ -154,8 +264,35 @@ def load_methods(baseline, methods):
             name = f"{base} ({number})"
         names.add(name)
         loaded.append(Method(name, runs))
+        runs_by_seed(loaded[-1])
     _check_comparable([run for method in loaded for run in method.runs])
     return loaded
+
+
+def _check_given_once(paths):
+    """A run given twice would count twice in its method's mean, or be compared with
+    itself; paths are resolved, so ``runs/a``, ``./runs/a/`` and a link to it match."""
+    seen = {}
+    for path in paths:
+        key = Path(path).resolve()
+        if key in seen:
+            also = "" if str(seen[key]) == str(path) else f" (also as {seen[key]})"
+            raise UserError(f"run folder {path} is given twice{also}; give each run once")
+        seen[key] = path
+
+
+def runs_by_seed(method):
+    """{seed: index of the run in ``method.runs``}; two runs of one seed (a copy, or a
+    re-run kept beside the first) are an error, as the t-test could not pair them."""
+    indices = {}
+    for index, run in enumerate(method.runs):
+        if run.seed in indices:
+            first = method.runs[indices[run.seed]]
+            raise UserError(f"{first.path} and {run.path} are both {method.name} runs with "
+                            f"seed {run.seed}; the paired t-test pairs runs by seed: give one "
+                            "run per seed")
+        indices[run.seed] = index
+    return indices
 
 
 def _check_comparable(runs):
@@ -167,6 +304,63 @@ def _check_comparable(runs):
                                 "compare runs of one dataset")
         if run.items != first.items or not np.array_equal(run.labels, first.labels):
             raise UserError(f"{run.path} and {first.path} were tested on different images")
+
+
+# ------------------------------------------------------------------ saved models
+
+
+# (key, check, what it must be) of the config.json values the model-based tables use.
+_MODEL_FIELDS = (
+    ("image_size", lambda value: _is_integer(value) and value > 0, "a positive integer"),
+    ("cam_layer", lambda value: isinstance(value, str) and value, "a layer name"),
+    ("threshold", _is_number, "a number"),
+)
+
+
+def saved_model_problem(path):
+    """Why the saved model ``path`` is damaged, or None. A .keras file is a zip
+    archive: reading every member checks its CRC, so a file cut short, emptied or
+    garbled is found in a fraction of a second, without TensorFlow (Keras itself says
+    "File not found" for a file that is there, or fails with zipfile's BadZipFile)."""
+    try:
+        if Path(path).stat().st_size == 0:
+            return "it is empty"
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return "not a zip archive, as a .keras file is: cut short or overwritten"
+    except (EOFError, zlib.error, NotImplementedError) as error:
+        return f"its zip archive is unreadable: {error}"
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    return None if bad is None else f"{bad} in it fails its CRC check"
+
+
+def damaged_model(path, reason):
+    """The one-line error for the damaged saved model ``path`` of a run folder."""
+    return UserError(f"cannot load {path}: the file is damaged ({reason}); "
+                     f"{retrain_advice(Path(path).parent)}")
+
+
+def check_saved_models(methods):
+    """Every run has what robustness and inspection need - its config.json values and
+    an intact model.keras - checked before TensorFlow is imported or anything slow
+    begins."""
+    for method in methods:
+        for run in method.runs:
+            missing = [key for key, _, _ in _MODEL_FIELDS if key not in run.config]
+            model = run.path / "model.keras"
+            if missing or not model.is_file():
+                what = f"{', '.join(missing)} in config.json" if missing else "model.keras"
+                raise UserError(f"{run.path} has no {what}; --no-models makes the tables "
+                                "from the saved predictions alone")
+            for key, valid, what in _MODEL_FIELDS:
+                if not valid(run.config[key]):
+                    raise _damaged(run.path / "config.json",
+                                   f"{key} must be {what}, not {run.config[key]!r}")
+            problem = saved_model_problem(model)
+            if problem:
+                raise damaged_model(model, problem)
 
 
 # ------------------------------------------------------------------ tables
@@ -254,23 +448,42 @@ def metrics_table(methods, scores, digits=3, title="Test metrics"):
     rows.append("p-value (paired t-test on accuracy vs baseline)")
     cells.append(["—"] + [t_test_cell(methods[0], method, scores) for method in methods[1:]])
     runs = ", ".join(f"{m.name}: {len(m.runs)}" for m in methods)
-    note = (f"Mean ± sample std over runs ({runs}); best mean in bold; * marks p < {ALPHA} "
-            "(two-tailed paired t-test, runs paired by seed).")
-    return Table(title, "Metric", rows, [m.name for m in methods], cells, bold, note)
+    note = f"Mean ± sample std over runs ({runs}); best mean in bold"
+    if len(methods) > 1:
+        note += (f"; * marks p < {ALPHA} (two-tailed paired t-test over the seeds both have: "
+                 f"{'; '.join(_pairs_text(methods[0], m) for m in methods[1:])})")
+    return Table(title, "Metric", rows, [m.name for m in methods], cells, bold, note + ".")
+
+
+def seed_pairs(baseline, method):
+    """(method run index, baseline run index) of every seed both have, in the method's
+    run order; the method's other runs stay unpaired."""
+    paired = runs_by_seed(baseline)
+    return [(index, paired[seed]) for seed, index in runs_by_seed(method).items()
+            if seed in paired]
+
+
+def _pairs_text(baseline, method):
+    """"pairwise 2 pairs, 1 run unpaired": what the method's p-value rests on."""
+    def counted(count, noun):
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
+    pairs = len(seed_pairs(baseline, method))
+    unpaired = len(method.runs) - pairs
+    return (f"{method.name} {counted(pairs, 'pair')}"
+            + (f", {counted(unpaired, 'run')} unpaired" if unpaired else ""))
 
 
 def t_test_cell(baseline, method, scores):
-    """The p-value of the method's accuracy against the baseline's, paired by seed;
-    "n/a" with fewer than two pairs or no spread."""
+    """The p-value of the method's accuracy against the baseline's, over the seeds
+    both have (``seed_pairs``); "n/a" with fewer than two pairs or no spread."""
     # On counts of correct images: the same p as on accuracies (t is scale-free),
     # without float noise that would turn equal differences into a tiny spread.
-    def correct(run, score):
-        return round(score["accuracy"] * len(run.labels))
+    def correct(group, index):
+        return round(scores[group.name][index]["accuracy"] * len(group.runs[index].labels))
 
-    by_seed = {run.seed: correct(run, score)
-               for run, score in zip(baseline.runs, scores[baseline.name])}
-    pairs = [(correct(run, score), by_seed[run.seed])
-             for run, score in zip(method.runs, scores[method.name]) if run.seed in by_seed]
+    pairs = [(correct(method, ours), correct(baseline, theirs))
+             for ours, theirs in seed_pairs(baseline, method)]
     if len(pairs) < 2:
         return "n/a"
     statistic, p = paired_t_test(*zip(*pairs))

@@ -105,10 +105,12 @@ def test_saved_configs_still_load():
 def test_finished_run_evaluates(tmp_path, models):
     data = shutil.copytree(DATA, tmp_path / "moved" / "fmnist")
     run = relocated(FINISHED, tmp_path / "runs", data)
+    # A copy of it is the baseline, the run itself a method: its column is named from
+    # its config (evaluate.py refuses one folder given twice).
+    baseline = relocated(FINISHED, tmp_path / "copy", data)
     before = {path.name: path.read_bytes() for path in run.iterdir()}
     out = tmp_path / "reports"
-    # The run is the baseline, and a method too: its column is named from its config.
-    argv = ["--baseline", str(run), "--method", str(run), "--out-dir", str(out)]
+    argv = ["--baseline", str(baseline), "--method", str(run), "--out-dir", str(out)]
     assert evaluate_main(argv + ([] if models else ["--no-models"])) == 0
 
     accuracy = json.loads((run / "metrics.json").read_text())["test_accuracy"]
