@@ -6,7 +6,14 @@
 
 import sys
 
-from playing_distraction.cli import evaluate_main
-
 if __name__ == "__main__":
-    sys.exit(evaluate_main())
+    try:
+        from playing_distraction.cli import evaluate_main
+
+        code = evaluate_main()
+    except KeyboardInterrupt:
+        # Ctrl-C while Python imports the package (or anywhere evaluate_main lets it
+        # through): one line and the shell's 128 + SIGINT, never a traceback.
+        print("evaluate.py: error: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -7,7 +7,14 @@ Fashion-MNIST subset. Real data: ``python train.py --dataset NAME --occlusion ze
 
 import sys
 
-from playing_distraction.cli import train_main
-
 if __name__ == "__main__":
-    sys.exit(train_main())
+    try:
+        from playing_distraction.cli import train_main
+
+        code = train_main()
+    except KeyboardInterrupt:
+        # Ctrl-C while Python imports the package (or anywhere train_main lets it
+        # through): one line and the shell's 128 + SIGINT, never a traceback.
+        print("train.py: error: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -17,45 +17,61 @@ def _fail(prog, message, code):
 
 
 def train_main(argv=None):
-    """``train.py``: train one baseline or distraction model; see ``--help``."""
-    prog = "train.py"
-    try:
-        config = parse_config(argv)
-    except (ValueError, UserError) as error:
-        return _fail(prog, error, 2)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .protocols import run_protocol
+    """``train.py``: train one baseline or distraction model; see ``--help``.
 
-    log = print if config.verbose else None
+    Ctrl-C at any moment ends as one line and exit 130: here from the flags on
+    (TensorFlow's import alone takes seconds), in ``train.py`` while Python imports
+    the package."""
+    prog = "train.py"
+    interrupted = "interrupted"
     try:
-        run_dirs = run_protocol(config, log=log)
-    except UserError as error:
-        return _fail(prog, error, 1)
+        try:
+            config = parse_config(argv)
+        except (ValueError, UserError) as error:
+            return _fail(prog, error, 2)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from .protocols import run_protocol
+
+        log = print if config.verbose else None
+        interrupted = ("interrupted; run the same command with --resume to continue from "
+                       "the last finished epoch")
+        try:
+            run_dirs = run_protocol(config, log=log)
+        except UserError as error:
+            return _fail(prog, error, 1)
+        accuracies = []
+        for run_dir in run_dirs:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            accuracies.append(metrics["test_accuracy"])
+            print(
+                f"{run_dir}: test accuracy {metrics['test_accuracy']:.4f} "
+                f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
+                f"{metrics['train_seconds']:.0f} s)"
+            )
+        if len(accuracies) > 1:
+            print(f"test accuracy over {len(accuracies)} runs: "
+                  f"{statistics.mean(accuracies):.4f} ± {statistics.stdev(accuracies):.4f} "
+                  "(mean ± std)")
+        return 0
     except KeyboardInterrupt:
-        return _fail(prog, "interrupted; run the same command with --resume to continue "
-                           "from the last finished epoch", 130)
-    accuracies = []
-    for run_dir in run_dirs:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        accuracies.append(metrics["test_accuracy"])
-        print(
-            f"{run_dir}: test accuracy {metrics['test_accuracy']:.4f} "
-            f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
-            f"{metrics['train_seconds']:.0f} s)"
-        )
-    if len(accuracies) > 1:
-        print(f"test accuracy over {len(accuracies)} runs: {statistics.mean(accuracies):.4f} "
-              f"± {statistics.stdev(accuracies):.4f} (mean ± std)")
-    return 0
+        return _fail(prog, interrupted, 130)
 
 
 def evaluate_main(argv=None):
-    """``evaluate.py``: tables of test metrics, per-class TPR and cost from run folders."""
+    """``evaluate.py``: tables of test metrics, per-class TPR and cost from run folders.
+    Ctrl-C at any moment ends as one line and exit 130."""
+    try:
+        return _evaluate(argv)
+    except KeyboardInterrupt:
+        return _fail("evaluate.py", "interrupted", 130)
+
+
+def _evaluate(argv):
     import argparse
 
     from .config import OneLineParser
     from .corruptions import CORRUPTIONS, DEFAULT
-    from .reports import UNPRINTED_TABLES, load_methods, write_reports
+    from .reports import UNPRINTED_TABLES, check_saved_models, load_methods, write_reports
 
     prog = "evaluate.py"
     parser = OneLineParser(
@@ -85,10 +101,12 @@ def evaluate_main(argv=None):
         methods = load_methods(args.baseline, args.method)
         model_results = None
         if not args.no_models:
+            # A damaged model.keras is found before TensorFlow is imported, and before
+            # --out-dir is made (evaluate_models makes it, for the figure).
+            check_saved_models(methods)
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             from .evaluation import evaluate_models
 
-            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
             model_results = evaluate_models(
                 methods, args.erase_seed, Path(args.out_dir) / "gradcam.png",
                 args.figure_images, log=print, corruptions=args.corruptions)

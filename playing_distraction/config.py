@@ -19,6 +19,7 @@ This module does not import TensorFlow, so a bad flag is reported at once.
 import argparse
 import dataclasses
 import functools
+import math
 import os
 import typing
 
@@ -219,6 +220,17 @@ class SharedConfig:
 
     def check(self):
         """Range and cross-field checks; ValueError with the flag's name."""
+        # First, so that it wins over the range checks: NaN fails every comparison,
+        # and a NaN or infinite float would otherwise reach training (or a range
+        # check's message). Covers every field, the methods' options and tuples too.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(number, float) and not math.isfinite(number) for number in numbers):
+                if isinstance(value, tuple):
+                    raise ValueError(f"{flag(field.name)} must be finite numbers, got "
+                                     f"{' '.join(map(str, value))}")
+                raise ValueError(f"{flag(field.name)} must be a finite number, got {value}")
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method}: not a method (choose from "
                              f"{', '.join(METHODS)})")

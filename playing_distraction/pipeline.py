@@ -15,12 +15,20 @@ PAPERS.md §1), and prefetching.
 """
 
 import dataclasses
+import errno
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import keras
 import numpy as np
@@ -172,12 +180,15 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
                 log(f"{name}: {len(kept)} images at {size} px from the cache {cache}.npy")
             return _finish(part, images, kept, on_bad_image, name, log)
     start = time.perf_counter()
-    try:
-        images, kept = _fill(source_dataset(part, size), len(part), size, cache,
-                             progress=log is not None and len(part) >= PROGRESS_FROM)
-    except OSError as error:  # only the cache files can raise it here
-        raise UserError(f"cannot write the image cache in {cache_dir}: "
-                        f"{error.strerror or error}") from None
+    progress = log is not None and len(part) >= PROGRESS_FROM
+    if cache is None:
+        images, kept = _fill(source_dataset(part, size), len(part), size, progress=progress)
+    else:
+        try:
+            images, kept = _fill_cache(part, size, cache, progress)
+        except OSError as error:  # only the cache files can raise it here
+            raise UserError(f"cannot write the image cache in {cache_dir}: "
+                            f"{error.strerror or error}; {_CACHE_ADVICE}") from None
     if log:
         seconds = time.perf_counter() - start
         log(f"{name}: decoded {len(part)} images at {size} px in {seconds:.0f} s "
@@ -185,22 +196,25 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
     return _finish(part, images, kept, on_bad_image, name, log)
 
 
-def _fill(dataset, count, size, cache=None, progress=False):
+def _fill(dataset, count, size, write=None, progress=False):
     """Write the (index, image) stream into one array, compacted; returns (array, kept).
-    progress: show a progress bar (decoding a large dataset takes minutes)."""
-    shape = (count, size, size, 3)
-    if cache is None:
-        array = np.empty(shape, np.uint8)
-    else:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.name + ".partial.npy")
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-    kept, position, seen = [], 0, 0
+    write: instead, a callable that receives each batch of images, in order; the array
+    returned is then None. progress: show a progress bar (decoding a large dataset
+    takes minutes)."""
+    array, position = None, 0
+    if write is None:
+        array = np.empty((count, size, size, 3), np.uint8)
+
+        def write(images):
+            nonlocal position
+            array[position:position + len(images)] = images
+            position += len(images)
+
+    kept, seen = [], 0
     bar = keras.utils.Progbar(count, unit_name="image") if progress else None
     for indices, images in dataset.batch(DECODE_BATCH).prefetch(2).as_numpy_iterator():
-        array[position:position + len(indices)] = images
+        write(images)
         kept.append(indices)
-        position += len(indices)
         if bar is not None:
             # Skipped files count as seen, so the bar ends at the total.
             seen = int(indices[-1]) + 1
@@ -208,23 +222,113 @@ def _fill(dataset, count, size, cache=None, progress=False):
     if bar is not None and seen < count:
         bar.update(count)
     kept = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    if cache is not None:
-        array.flush()
-        del array
-        os.replace(partial, cache.with_suffix(".npy"))
-        # Written last: a cache without its index file is incomplete and not used.
-        cache.with_suffix(".json").write_text(json.dumps({"kept": kept.tolist()}))
-        array = np.load(cache.with_suffix(".npy"), mmap_mode="r")
-    return array[:len(kept)], kept
+    return (None if array is None else array[:len(kept)]), kept
+
+
+# How a failure to write the cache ends, after what went wrong.
+_CACHE_ADVICE = "use another --cache-dir, or leave it out to keep the images in memory"
+
+
+def _fill_cache(part, size, cache, progress=False):
+    """``_fill`` into the cache files ``<cache>.npy`` (the array, NumPy's format, at
+    full length: skipped files leave zeros at its end) and ``<cache>.json`` (the kept
+    indices); returns (memory-mapped array, kept).
+
+    A full disk must end as one error, never as a process killed by SIGBUS (a page
+    of a memory map that cannot be stored) or as a file that keeps the disk full:
+    the free space is checked before decoding starts, the file's blocks are reserved
+    before its first byte is written, and it is written by ordinary writes (an error
+    is an OSError) under a temporary name of its own, renamed when complete and on
+    the disk (two runs that fill the same cache at once never share a file). The
+    index is written last: an array without it is incomplete and never read. On any
+    failure, Ctrl-C included, what was written is removed.
+    """
+    count = len(part)
+    shape = (count, size, size, 3)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+        "fortran_order": False, "shape": shape})
+    header = header.getvalue()
+    length = len(header) + int(np.prod(shape))
+    final, index = cache.with_suffix(".npy"), cache.with_suffix(".json")
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}-{os.urandom(4).hex()}.partial.npy")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # What is under this key is incomplete or invalid (``_read_cache`` said so), and
+    # what crashed runs left is garbage: both go first, so that their space counts as
+    # free. The index before the array: without it the array is not used.
+    for path in (index, final):
+        path.unlink(missing_ok=True)
+    _remove_abandoned(cache.parent)
+    needed = length + count * (len(str(count)) + 2) + 16  # the array and its index
+    free = shutil.disk_usage(cache.parent).free
+    if needed > free:
+        raise UserError(f"not enough space for the image cache in {cache.parent}: "
+                        f"{_megabytes(needed)} needed, {_megabytes(free)} free; "
+                        f"{_CACHE_ADVICE}")
+    written = []
+    try:
+        with open(partial, "xb") as handle:
+            written.append(partial)
+            if fcntl is not None:  # held until the file closes: see _remove_abandoned
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            _reserve(handle, length)
+            handle.write(header)
+            _, kept = _fill(source_dataset(part, size), count, size,
+                            lambda images: handle.write(np.ascontiguousarray(images).data),
+                            progress)
+            handle.truncate(length)  # its full length where blocks were not reserved
+            handle.flush()
+            os.fsync(handle.fileno())  # on the disk before its name says complete
+        os.replace(partial, final)
+        written += [final, index]
+        index.write_text(json.dumps({"kept": kept.tolist()}))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return np.load(final, mmap_mode="r")[:len(kept)], kept
+
+
+def _remove_abandoned(folder):
+    """Remove the partial cache files of runs that died (killed, or the machine went
+    down): a partial file is locked for as long as its writer has it open."""
+    if fcntl is None:  # Windows: left for the user
+        return
+    for path in folder.glob("*.partial.npy"):
+        try:
+            with open(path, "rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink()
+        except OSError:  # locked by a live run, or removed meanwhile
+            continue
+
+
+def _reserve(handle, length):
+    """Allocate the blocks of a file of ``length`` bytes now, so that a full disk fails
+    here, before decoding, and a later write into them cannot fail for space."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: the writes report it
+        return
+    try:
+        os.posix_fallocate(handle.fileno(), 0, length)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # not on this file system
+            raise
+
+
+def _megabytes(count):
+    return f"{count / 1e6:.1f} MB"
 
 
 def _read_cache(cache, size):
     try:
         kept = np.array(json.loads(cache.with_suffix(".json").read_text())["kept"], np.int64)
+        # A file cut short fails here: its memory map would need more bytes than it has.
         images = np.load(cache.with_suffix(".npy"), mmap_mode="r")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if images.ndim != 4 or images.shape[1:3] != (size, size) or len(images) < len(kept):
+    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3)
+            or len(images) < len(kept)):
         return None  # not what this key promises: decode again
     return images[:len(kept)], kept
 

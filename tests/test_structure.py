@@ -98,7 +98,8 @@ def test_weight_decay_shrinks_the_weights_by_learning_rate_times_decay():
     (["--optimizer", "sgd", "--beta-1", "0.8"], "--beta-1 applies to --optimizer adam only"),
     (["--momentum", "0.5"], "--momentum applies to --optimizer sgd only"),
     (["--weight-decay", "-1"], "--weight-decay must be 0 or more"),
-    (["--learning-rate", "nan"], "--learning-rate must be positive, got nan"),
+    (["--learning-rate", "nan"], "--learning-rate must be a finite number, got nan"),
+    (["--learning-rate", "0"], "--learning-rate must be positive, got 0.0"),
     (["--optimizer", "sgd", "--momentum", "1"], "--momentum must be in [0, 1)"),
 ])
 def test_optimizer_flags_are_checked(args, message):
