@@ -17,7 +17,6 @@ This module does not import TensorFlow.
 import csv
 import dataclasses
 import io
-import json
 import math
 import zipfile
 import zlib
@@ -28,6 +27,7 @@ import numpy as np
 from .config import TrainConfig
 from .corruptions import get as get_corruption
 from .errors import UserError
+from .storage import read_json_object
 from .methods import METHODS
 from .metrics import classification_metrics, paired_t_test
 
@@ -78,31 +78,11 @@ def retrain_advice(run_dir):
     return f"delete {run_dir} and run its train.py command again with --resume"
 
 
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-# What a JSON file holds instead of an object.
-_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number",
-               bool: "true or false", type(None): "null"}
-
-
 def _read_json(path):
-    """The JSON object in ``path`` (a run's config.json or metrics.json). Python's json
-    reads NaN and Infinity, which are not JSON and would turn into "nan" cells: they
-    are refused like any damage."""
+    """The JSON object in ``path`` (a run's config.json or metrics.json), checked."""
     path = Path(path)
-    try:
-        values = json.loads(path.read_text(), parse_constant=_refuse_constant)
-    except FileNotFoundError:
-        raise UserError(f"missing {path}: is {path.parent} a finished run folder?") from None
-    except ValueError as error:  # not JSON, NaN, or not UTF-8 text
-        raise _damaged(path, str(error).splitlines()[0]) from None
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror}") from None
-    if not isinstance(values, dict):
-        raise _damaged(path, f"it holds {_JSON_KINDS[type(values)]}, not a JSON object")
-    return values
+    return read_json_object(path, retrain_advice(path.parent),
+                            missing=f"missing {path}: is {path.parent} a finished run folder?")
 
 
 def _damaged(path, reason):

@@ -105,25 +105,28 @@ def _refuse_constant(name):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def read_json_object(path, advice):
-    """The JSON object in ``path``; a UserError naming the file and ``advice`` where it
-    is missing, unreadable, not an object, or holds NaN or an infinity."""
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def read_json_object(path, advice, missing=None):
+    """The JSON object in ``path``. A UserError naming the file where it is missing
+    (``missing``, or "missing <path>; <advice>"), unreadable, or damaged: not JSON, not
+    an object, or holding NaN or an infinity, which Python's json would read but are
+    not JSON and would turn into "nan" numbers (then followed by ``advice``)."""
     path = Path(path)
     try:
         values = json.loads(path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError:
-        raise UserError(f"missing {path}; {advice}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise UserError(f"{path} is damaged ({_first_line(error)}); {advice}") from None
+        raise UserError(missing or f"missing {path}; {advice}") from None
+    except ValueError as error:  # not JSON, NaN, or not UTF-8 text
+        raise UserError(f"{path} is damaged ({str(error).splitlines()[0]}); {advice}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
     if not isinstance(values, dict):
-        raise UserError(f"{path} is damaged (it holds a {type(values).__name__}, not an "
-                        f"object); {advice}")
+        raise UserError(f"{path} is damaged (it holds {_JSON_KINDS[type(values)]}, not a "
+                        f"JSON object); {advice}")
     return values
-
-
-def _first_line(error):
-    text = str(error) or type(error).__name__
-    return text.splitlines()[0]
 
 
 # ------------------------------------------------------------------ the lock
