@@ -71,7 +71,8 @@ def _evaluate(argv):
 
     from .config import OneLineParser
     from .corruptions import CORRUPTIONS, DEFAULT
-    from .reports import UNPRINTED_TABLES, check_saved_models, load_methods, write_reports
+    from .reports import UNPRINTED_TABLES, write_reports
+    from .runs import check_saved_models, load_methods
 
     prog = "evaluate.py"
     parser = OneLineParser(

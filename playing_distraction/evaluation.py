@@ -31,13 +31,13 @@ from .datasets import load_dataset
 from .errors import UserError
 from .heatmaps import GradCAM
 from .pipeline import prepare, to_unit_range
-from .reports import check_saved_models, damaged_model, saved_model_problem
+from .runs import check_saved_models, damaged_model, saved_model_problem
 from .splits import split_of_run
 
 
 def load_model(run):
     """The run's saved classifier; a damaged file is one ``UserError`` line. What the
-    zip check (``reports.saved_model_problem``) lets through fails inside Keras as
+    zip check (``runs.saved_model_problem``) lets through fails inside Keras as
     h5py's OSError (weights that are not HDF5), a KeyError (a member missing) or a
     ValueError (a config that is not JSON)."""
     path = run.path / "model.keras"
@@ -159,7 +159,7 @@ class ModelResults:
 
     ``corrupted`` holds one row per corruption × setting × run, in that order (the
     methods' runs in the order given): dicts with ``corruption``, ``setting``,
-    ``method``, ``run`` (a ``reports.Run``) and ``scores``
+    ``method``, ``run`` (a ``runs.Run``) and ``scores``
     (``metrics.classification_metrics``)."""
 
     corrupted: list

@@ -21,7 +21,7 @@ import pytest
 
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.config import TrainConfig, build_parser, parse_config
-from playing_distraction.reports import method_name
+from playing_distraction.runs import method_name
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "v0_1"

@@ -19,7 +19,7 @@ from playing_distraction.corruptions import (CORRUPTIONS, RANDOM_ERASING, Corrup
                                              corrupted_batches, register)
 from playing_distraction.errors import UserError
 from playing_distraction.layouts import Part, write_fashion_mnist
-from playing_distraction.reports import load_run
+from playing_distraction.runs import load_run
 
 EVALUATE = str(Path(__file__).resolve().parent.parent / "evaluate.py")
 FRACTIONS = {"half": 0.5, "quarter": 0.25}

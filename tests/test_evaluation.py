@@ -18,7 +18,8 @@ from playing_distraction.errors import UserError
 from playing_distraction.heatmaps import grad_cam
 from playing_distraction.layouts import Part, write_fashion_mnist
 from playing_distraction.pipeline import fit_image
-from playing_distraction.reports import load_run, mean_std
+from playing_distraction.reports import mean_std
+from playing_distraction.runs import load_run
 from playing_distraction.robustness import erase
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -25,7 +25,8 @@ from playing_distraction import evaluation
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.errors import UserError
 from playing_distraction.layouts import Part, write_fashion_mnist
-from playing_distraction.reports import load_methods, load_run, metrics_table, t_test_cell
+from playing_distraction.reports import metrics_table, t_test_cell
+from playing_distraction.runs import load_methods, load_run
 
 EVALUATE = str(Path(__file__).resolve().parent.parent / "evaluate.py")
 RETRAIN = "run its train.py command again with --resume"

@@ -17,7 +17,7 @@ from playing_distraction.backbones import BACKBONES
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.config import TrainConfig, parse_config
 from playing_distraction.errors import UserError
-from playing_distraction.reports import method_name
+from playing_distraction.runs import method_name
 
 
 def train_args(fashion_dir, out_dir, *extra):

@@ -14,8 +14,9 @@ from scipy.stats import ttest_rel
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, recall_score
 
 from playing_distraction.cli import evaluate_main
-from playing_distraction.reports import (cost_table, load_methods, metrics_table,
-                                         per_class_table, t_test_cell, write_reports)
+from playing_distraction.reports import (cost_table, metrics_table, per_class_table,
+                                         t_test_cell, write_reports)
+from playing_distraction.runs import load_methods
 
 EVALUATE = str(Path(__file__).resolve().parent.parent / "evaluate.py")
 LABELS = [0, 1] * 5  # ten test images, two classes: accuracy k / 10

@@ -32,7 +32,7 @@ def test_schemes_know_nothing_of_flags_files_or_datasets():
     assert not loaded & forbidden, loaded & forbidden
 
 
-@pytest.mark.parametrize("module", ["config", "methods", "reports", "run_folders",
+@pytest.mark.parametrize("module", ["config", "methods", "reports", "runs", "run_folders",
                                     "corruptions", "splits", "choices"])
 def test_the_command_line_side_does_not_import_tensorflow(module):
     assert "tensorflow" not in imported_after(f"playing_distraction.{module}")
