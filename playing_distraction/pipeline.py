@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import UserError
+from .storage import megabytes
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes, to retire old cache files
 DECODE_BATCH = 64
@@ -264,7 +265,7 @@ def _fill_cache(part, size, cache, progress=False):
     free = shutil.disk_usage(cache.parent).free
     if needed > free:
         raise UserError(f"not enough space for the image cache in {cache.parent}: "
-                        f"{_megabytes(needed)} needed, {_megabytes(free)} free; "
+                        f"{megabytes(needed)} needed, {megabytes(free)} free; "
                         f"{_CACHE_ADVICE}")
     written = []
     try:
@@ -314,10 +315,6 @@ def _reserve(handle, length):
     except OSError as error:
         if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # not on this file system
             raise
-
-
-def _megabytes(count):
-    return f"{count / 1e6:.1f} MB"
 
 
 def _read_cache(cache, size):

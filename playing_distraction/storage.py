@@ -33,7 +33,7 @@ def partial_path(path):
     return path.with_name(PARTIAL + path.name)
 
 
-def _megabytes(count):
+def megabytes(count):
     return f"{count / 1e6:.1f} MB"
 
 
@@ -42,10 +42,10 @@ def write_error(path, error, needed=None):
     path = Path(path)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         try:
-            free = f"{_megabytes(shutil.disk_usage(path.parent).free)} free"
+            free = f"{megabytes(shutil.disk_usage(path.parent).free)} free"
         except OSError:
             free = "free space unknown"
-        space = f"needs about {_megabytes(needed)}, {free}" if needed else free
+        space = f"needs about {megabytes(needed)}, {free}" if needed else free
         return (f"no space left on the disk to write {path} ({space}); free some space, "
                 "then run the same command with --resume")
     return f"cannot write {path}: {error.strerror or error}"
