@@ -110,7 +110,7 @@ def _evaluate(argv):
 
             model_results = evaluate_models(
                 methods, args.erase_seed, Path(args.out_dir) / "gradcam.png",
-                args.figure_images, log=print, corruptions=args.corruptions)
+                args.figure_images, log=print, corruptions=args.corruptions, checked=True)
         tables = write_reports(methods, args.out_dir, model_results)
     except UserError as error:
         return _fail(prog, error, 1)

@@ -178,13 +178,15 @@ class ModelResults:
 
 
 def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=None,
-                    corruptions=DEFAULT_CORRUPTIONS):
+                    corruptions=DEFAULT_CORRUPTIONS, checked=False):
     """Robustness and inspection of every run's saved classifier (see the module):
-    every setting of each named corruption, all corrupted with ``erase_seed``."""
+    every setting of each named corruption, all corrupted with ``erase_seed``.
+    checked: ``runs.check_saved_models`` passed already (it reads every model file)."""
     from .metrics import classification_metrics
 
     chosen = [get_corruption(name) for name in dict.fromkeys(corruptions)]
-    check_saved_models(methods)  # fail before any slow work
+    if not checked:
+        check_saved_models(methods)  # fail before any slow work
     if figure_path is not None:
         Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
     test_sets = {}
