@@ -155,8 +155,7 @@ class SharedConfig:
 
     def addons(self):
         """The options of every add-on (``methods.Addon``), on or off."""
-        values = self.to_dict()
-        return [cls.from_values(values) for cls in ADDONS.values()]
+        return self._options(ADDONS.values())
 
     def scheme_kwargs(self):
         """Keyword arguments of the add-ons that are on, for the method's scheme."""
@@ -215,8 +214,11 @@ class SharedConfig:
         return config
 
     def _all_options(self):
+        return self._options((*METHODS.values(), *ADDONS.values()))
+
+    def _options(self, classes):
         values = self.to_dict()
-        return [cls.from_values(values) for cls in (*METHODS.values(), *ADDONS.values())]
+        return [cls.from_values(values) for cls in classes]
 
     def check(self):
         """Range and cross-field checks; ValueError with the flag's name."""

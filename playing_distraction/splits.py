@@ -160,6 +160,13 @@ class OfficialSplit:
         train_idx = train_idx[oversample(train.labels[train_idx], self.oversample, self.seed)]
         return {"train": (train, train_idx), "validation": validation, "test": self.test(parts)}
 
+    @classmethod
+    def from_config(cls, config):
+        """The split of a run with the config values ``config`` (its flags, or a
+        config.json written before the split was recorded in it)."""
+        return cls(config.get("validation_fraction", 0.25), config.get("seed", 0),
+                   config.get("oversample") or 0)
+
     def test(self, parts):
         """The test set alone: (part, indices or None); needs only ``test_parts``."""
         return parts["test"], None
@@ -176,8 +183,7 @@ def split_of_run(config):
     split was recorded used the official split of their validation fraction and seed."""
     values = config.get("split")
     if values is None:
-        return OfficialSplit(config.get("validation_fraction", 0.25), config.get("seed", 0),
-                             config.get("oversample") or 0)
+        return OfficialSplit.from_config(config)
     values = dict(values)
     kind = values.pop("kind", None)
     if kind not in SPLITS:

@@ -195,9 +195,3 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()

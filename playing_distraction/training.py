@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .backbones import build_classifier
-from .checkpoints import CHECKPOINT, checkpoint_name
+from .checkpoints import checkpoint_name
 from .distribute import SyncBatchNormalization, make_strategy, with_batchnorm
 from .errors import UserError
 from .run_folders import CONFIG, METRICS, MODEL, PREDICTIONS, open_run_dir, write_predictions
@@ -46,11 +46,6 @@ def saved_classifier(classifier):
     return classifier
 
 
-def run_split(config):
-    """The split of a run with this config (recorded in its config.json)."""
-    return OfficialSplit(config.validation_fraction, config.seed, config.oversample)
-
-
 def run_training(config, data, log=print):
     """Train one model as ``config`` says (its seed) on ``data``
     (``protocols.prepare_data``); returns the run folder."""
@@ -58,7 +53,7 @@ def run_training(config, data, log=print):
         config = config.for_classes(len(data.class_names))
     except ValueError as error:
         raise UserError(str(error)) from None
-    split = run_split(config)
+    split = OfficialSplit.from_config(config.to_dict())  # recorded in its config.json
     splits = split.assign(data.parts)
     strategy = make_strategy(config.strategy)
     steps = steps_per_epoch(config, _count(splits["train"]), strategy.num_replicas_in_sync)
@@ -104,7 +99,7 @@ def run_training(config, data, log=print):
                 "test_images_sha256": test_part.digest(),
             } | stage_results(stages, histories, splits["validation"] is not None)
             write_json(run_dir / METRICS, metrics)
-            for name in {CHECKPOINT, *checkpoints}:
+            for name in checkpoints:
                 (run_dir / name).unlink(missing_ok=True)
         finally:
             lock.release()
