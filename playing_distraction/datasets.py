@@ -1,6 +1,6 @@
 """The dataset registry: names -> layout readers, default folders and defaults.
 
-``load_dataset(name, data_dir, **options)`` reads a dataset in its official layout
+``load_dataset(name, data_dir, classes, **options)`` reads a dataset in its official layout
 (``layouts/``, one module per layout) and returns a ``layouts.Dataset`` of official
 parts; the validation part is carved later from the official training set
 (``splits.py``) unless the dataset defines its own. Layouts and sources: ``data/README.md``.
@@ -105,13 +105,15 @@ def resolve_data_dir(spec, data_dir=None):
     return local.absolute() if local.exists() else PROJECT_ROOT / spec.default_dir
 
 
-def load_dataset(name, data_dir=None, **options):
+def load_dataset(name, data_dir=None, classes=None, **options):
     """Read a registered dataset; ``options`` are the spec's reader options (unset
-    ones, given as None, keep the reader's defaults)."""
+    ones, given as None, keep the reader's defaults); ``classes``: only these classes
+    (``layouts.Dataset.subset``), or all."""
     spec = get_dataset_spec(name)
     unknown = set(options) - set(spec.options)
     if unknown:
         raise TypeError(f"dataset {name} takes no option(s) {', '.join(sorted(unknown))}")
     arguments = {_READER_ARGUMENTS.get(key, key): value
                  for key, value in options.items() if value is not None}
-    return spec.reader(resolve_data_dir(spec, data_dir), **arguments)
+    data = spec.reader(resolve_data_dir(spec, data_dir), **arguments)
+    return data if classes is None else data.subset(classes)

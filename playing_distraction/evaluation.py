@@ -60,7 +60,8 @@ def load_test_images(run):
     config = TrainConfig.from_dict(run.config)
     split = split_of_run(run.config)
     data_dir = run.config.get("data_path") or config.data_dir
-    parts = load_dataset(config.dataset, data_dir, **config.dataset_options()).parts()
+    parts = load_dataset(config.dataset, data_dir, config.classes,
+                         **config.dataset_options()).parts()
     decoded = {name: prepare(parts[name], config.image_size, config.cache_dir,
                              config.on_bad_image)
                for name in split.test_parts if name in parts}
@@ -199,8 +200,9 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
         for number, run in enumerate(method.runs):
             if log:
                 log(f"robustness and inspection: {run.path}")
-            # Runs of one size and split share their test images, decoded once.
-            key = (run.config["image_size"], split_of_run(run.config))
+            # Runs of one size, class list and split share their test images, decoded once.
+            key = (run.config["image_size"], tuple(run.config.get("classes") or ()),
+                   split_of_run(run.config))
             if key not in test_sets:
                 test_sets[key] = load_test_images(run)
             test = test_sets[key]

@@ -170,7 +170,8 @@ def prepare(part, size, cache_dir=None, on_bad_image="skip", name="images", log=
         raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
     if part.images is not None:
         images, kept = _fill(source_dataset(part, size), len(part), size)
-        return Prepared(images, part.labels[kept], [], kept)
+        items = kept if part.positions is None else part.positions[kept]
+        return Prepared(images, part.labels[kept], [], items)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{_cache_key(part, size)}"

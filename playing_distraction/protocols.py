@@ -16,12 +16,15 @@ from .training import run_training
 
 @dataclasses.dataclass
 class PreparedData:
-    """A dataset decoded once at the model's input size, shared by repetitions."""
+    """A dataset decoded once at the model's input size, shared by repetitions.
+    classes: the indices of the chosen classes in the dataset's list (``--classes``),
+    or None for all."""
 
     name: str
     class_names: tuple
     parts: dict
     path: Path
+    classes: tuple | None = None
 
     @property
     def skipped(self):
@@ -31,7 +34,8 @@ class PreparedData:
 
 def prepare_data(config, log=None):
     """Read the dataset and decode every image once (see ``pipeline.prepare``)."""
-    data = load_dataset(config.dataset, config.data_dir, **config.dataset_options())
+    data = load_dataset(config.dataset, config.data_dir, config.classes,
+                        **config.dataset_options())
     if data.validation is None and data.train.events is not None and config.validation_fraction:
         # A share of images would put parts of one event in training and validation.
         raise UserError(
@@ -44,12 +48,14 @@ def prepare_data(config, log=None):
         for name, part in data.parts().items()
     }
     path = resolve_data_dir(get_dataset_spec(config.dataset), config.data_dir)
-    return PreparedData(data.name, data.class_names, parts, path)
+    return PreparedData(data.name, data.class_names, parts, path, data.class_indices)
 
 
-def run_protocol(config, log=print):
+def run_protocol(config, log=print, given=None):
     """Train ``config.repeats`` repetitions with seeds seed, seed + 1, ...; the data
-    are decoded once. Returns the run folders, in seed order."""
+    are decoded once. Returns the run folders, in seed order. given: the fields the
+    command line set (``config.given_fields``), for resuming (``run_training``)."""
     data = prepare_data(config, log)
-    return [run_training(dataclasses.replace(config, seed=config.seed + number), data, log)
+    return [run_training(dataclasses.replace(config, seed=config.seed + number), data, log,
+                         given)
             for number in range(config.repeats)]

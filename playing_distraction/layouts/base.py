@@ -20,6 +20,8 @@ class Part:
     boxes: optional int (N, 4) crop per image, ``x0, y0, x1, y1`` in 0-indexed pixels,
     half-open. trim_bottom: rows cut from the bottom of every image (the FGVC-Aircraft
     copyright banner). events: optional event id per image (EgoFoodPlaces).
+    positions: for images in memory, each one's position in the official file, where
+    that is not its position here (a subset of classes); None: its position here.
     """
 
     images: np.ndarray | None
@@ -28,6 +30,7 @@ class Part:
     boxes: np.ndarray | None = None
     events: np.ndarray | None = None
     trim_bottom: int = 0
+    positions: np.ndarray | None = None
 
     def __len__(self):
         return len(self.labels)
@@ -37,7 +40,8 @@ class Part:
             return None if array is None else array[indices]
 
         return Part(pick(self.images), self.labels[indices], pick(self.paths),
-                    pick(self.boxes), pick(self.events), self.trim_bottom)
+                    pick(self.boxes), pick(self.events), self.trim_bottom,
+                    pick(self.positions))
 
     def name_of(self, index):
         """How to name an item in a message: its file, or its position."""
@@ -47,17 +51,64 @@ class Part:
 @dataclasses.dataclass
 class Dataset:
     """Class names and the official parts; ``validation`` is None unless the dataset
-    defines its own (then it is not carved from ``train``)."""
+    defines its own (then it is not carved from ``train``). ``class_indices``: for a
+    subset of classes (``subset``), the index of each in the whole dataset's list."""
 
     name: str
     class_names: tuple
     train: Part
     test: Part
     validation: Part | None = None
+    class_indices: tuple | None = None
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def subset(self, classes):
+        """The dataset restricted to ``classes`` (names, or indices into
+        ``class_names``: an int, or a string of digits that is not a class name),
+        relabelled 0..n-1 in the given order, every part filtered alike. An unknown
+        or repeated class is a ``UserError`` naming the valid ones."""
+        if len(classes) < 2:
+            raise UserError(f"--classes needs at least two classes, got {len(classes)}")
+        chosen = [self.class_index(name) for name in classes]
+        for position, index in enumerate(chosen):
+            if index in chosen[:position]:
+                raise UserError(f"--classes: class {self.class_names[index]!r} of {self.name} "
+                                "is given twice")
+        relabel = np.full(self.num_classes, -1, np.int64)
+        relabel[chosen] = np.arange(len(chosen))
+
+        def restrict(part):
+            if part is None:
+                return None
+            indices = np.flatnonzero(relabel[part.labels] >= 0)
+            kept = part.take(indices)
+            kept.labels = relabel[kept.labels]
+            if kept.positions is None:
+                kept.positions = indices  # items keep their names in the official file
+            return kept
+
+        subset = Dataset(self.name, tuple(self.class_names[index] for index in chosen),
+                         restrict(self.train), restrict(self.test), restrict(self.validation),
+                         tuple(chosen))
+        for name, part in subset.parts().items():
+            if len(part) == 0:
+                raise UserError(f"--classes: the {name} set of {self.name} has no image of "
+                                "these classes")
+        return subset
+
+    def class_index(self, name):
+        """The index of a class given by name or index (see ``subset``)."""
+        if isinstance(name, str) and name in self.class_names:
+            return self.class_names.index(name)
+        text = str(name)
+        if text.isascii() and text.isdigit() and int(text) < self.num_classes:
+            return int(text)
+        listed = ", ".join(f"{index} {value!r}" for index, value in enumerate(self.class_names))
+        raise UserError(f"--classes: {self.name} has no class {text!r}; its classes are "
+                        f"{listed}")
 
     def parts(self):
         named = {"train": self.train, "validation": self.validation, "test": self.test}
