@@ -113,18 +113,31 @@ def k_shot_split(labels, k, seed, validation=5, test=5):
     return tuple(np.sort(np.concatenate(group)) for group in chosen)
 
 
+def per_class_subset(labels, per_class, seed):
+    """Sorted indices of ``per_class`` items of every class, drawn without replacement;
+    a class with fewer items is an error."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < per_class:
+            raise UserError(f"--train-per-class {per_class}: class {label} has only "
+                            f"{len(members)} training images")
+        chosen.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 def balanced_subset(part, per_class, seed):
     """``per_class`` items of every class of a ``layouts.Part``, drawn without
     replacement, in file order (how the embedded Fashion-MNIST subset is made)."""
-    rng = np.random.default_rng(seed)
-    chosen = [
-        rng.choice(np.flatnonzero(part.labels == label), per_class, replace=False)
-        for label in np.unique(part.labels)
-    ]
-    return part.take(np.sort(np.concatenate(chosen)))
+    return part.take(per_class_subset(part.labels, per_class, seed))
 
 
 # ------------------------------------------------------------------ the split of a run
+
+# The seed of the --train-per-class draw: fixed, so every repetition has the same images.
+TRAIN_SUBSET_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +150,17 @@ class OfficialSplit:
     Written into the run's config.json (``to_dict``), so evaluate.py re-creates
     exactly the test set the run was tested on (``test``). Another protocol (a k-shot
     draw, say) is another class with the same three methods, registered in ``SPLITS``.
+
+    train_per_class: the official training set is first cut to this many images of
+    every class, drawn with a fixed seed (``TRAIN_SUBSET_SEED``), the same for every
+    repetition, so that repetitions and methods learn from the same images; the
+    validation split is then carved from them.
     """
 
     validation_fraction: float
     seed: int
     oversample: int = 0
+    train_per_class: int | None = None
 
     kind: typing.ClassVar[str] = "official"
     # The dataset parts evaluate.py must decode to re-create the test set.
@@ -151,11 +170,15 @@ class OfficialSplit:
         """{"train", "validation", "test"} -> (part, indices or None) from the decoded
         parts ({name: object with ``labels``}); validation is None without images."""
         train = parts["train"]
+        pool = np.arange(len(train.labels))
+        if self.train_per_class:
+            pool = per_class_subset(train.labels, self.train_per_class, TRAIN_SUBSET_SEED)
         if "validation" in parts:
-            train_idx, validation = np.arange(len(train.labels)), (parts["validation"], None)
+            train_idx, validation = pool, (parts["validation"], None)
         else:
             train_idx, val_idx = split_train_validation(
-                train.labels, self.validation_fraction, self.seed)
+                train.labels[pool], self.validation_fraction, self.seed)
+            train_idx, val_idx = pool[train_idx], pool[val_idx]
             validation = (train, val_idx) if len(val_idx) else None
         train_idx = train_idx[oversample(train.labels[train_idx], self.oversample, self.seed)]
         return {"train": (train, train_idx), "validation": validation, "test": self.test(parts)}
@@ -165,7 +188,7 @@ class OfficialSplit:
         """The split of a run with the config values ``config`` (its flags, or a
         config.json written before the split was recorded in it)."""
         return cls(config.get("validation_fraction", 0.25), config.get("seed", 0),
-                   config.get("oversample") or 0)
+                   config.get("oversample") or 0, config.get("train_per_class"))
 
     def test(self, parts):
         """The test set alone: (part, indices or None); needs only ``test_parts``."""

@@ -183,3 +183,60 @@ def test_split_by_events_requires_every_event_id():
     with pytest.raises(UserError, match="event id"):
         split_by_events(Part(None, part.labels, part.paths, events=events),
                         (0.7, 0.1, 0.2), seed=0)
+
+
+# ------------------------------------------------------------------ --train-per-class
+
+
+class _Labels:
+    def __init__(self, labels):
+        self.labels = np.asarray(labels)
+
+
+def test_train_per_class_cuts_every_class_to_the_same_pool_for_every_seed():
+    from playing_distraction.splits import OfficialSplit
+
+    labels = np.repeat(np.arange(4), [30, 50, 20, 40])
+    np.random.default_rng(1).shuffle(labels)
+    parts = {"train": _Labels(labels), "test": _Labels([0, 1])}
+    pools = []
+    for seed in (0, 1, 2):
+        assigned = OfficialSplit(0.25, seed, 0, train_per_class=12).assign(parts)
+        train, validation = assigned["train"][1], assigned["validation"][1]
+        assert not set(train) & set(validation)
+        pool = np.sort(np.concatenate([train, validation]))
+        # 12 of every class, 3 of them (25 %) held out for validation, stratified.
+        assert np.bincount(labels[pool]).tolist() == [12] * 4
+        assert np.bincount(labels[validation]).tolist() == [3] * 4
+        pools.append(pool)
+    # The pool does not follow the seed (the validation split does).
+    assert all(np.array_equal(pool, pools[0]) for pool in pools)
+    assert not np.array_equal(OfficialSplit(0.25, 0, 0, 12).assign(parts)["validation"][1],
+                              OfficialSplit(0.25, 1, 0, 12).assign(parts)["validation"][1])
+    # Unset: every image.
+    whole = OfficialSplit(0.25, 0).assign(parts)
+    assert len(whole["train"][1]) + len(whole["validation"][1]) == len(labels)
+
+
+def test_train_per_class_larger_than_a_class_is_one_line():
+    from playing_distraction.splits import OfficialSplit
+
+    parts = {"train": _Labels(np.repeat(np.arange(3), [10, 4, 10])), "test": _Labels([0])}
+    with pytest.raises(UserError, match="--train-per-class 5: class 1 has only 4"):
+        OfficialSplit(0.25, 0, 0, train_per_class=5).assign(parts)
+
+
+def test_train_per_class_is_recorded_and_names_the_run():
+    from playing_distraction.config import parse_config
+    from playing_distraction.splits import OfficialSplit, split_of_run
+
+    config = parse_config(["--train-per-class", "100"])
+    assert config.default_run_name == "fashion-mnist-mini-n100-zero-small_cnn-seed0"
+    split = OfficialSplit.from_config(config.to_dict())
+    assert split.train_per_class == 100
+    assert split_of_run({"split": split.to_dict()}) == split
+    # A config.json written before the flag existed: every training image.
+    old = {"kind": "official", "validation_fraction": 0.25, "seed": 0, "oversample": 0}
+    assert split_of_run({"split": old}).train_per_class is None
+    with pytest.raises(ValueError, match="--train-per-class must be positive"):
+        parse_config(["--train-per-class", "0"])
