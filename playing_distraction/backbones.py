@@ -14,7 +14,8 @@ command line before TensorFlow is loaded.
 """
 
 import dataclasses
-import os
+import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +25,13 @@ from .errors import UserError
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+
+# Weight sets shipped with the package (``SHIPPED_DIR/<backbone>-<name>.weights.h5``,
+# recipe and SHA-256 in ``<backbone>-<name>.json``), rebuilt by ``pretrain.py``.
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+# Backbone weights files name their backbone in this HDF5 attribute.
+BACKBONE_ATTRIBUTE = "playing_distraction_backbone"
+BACKBONE_FILE = "backbone.weights.h5"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +57,23 @@ class BackboneSpec:
     input_size: int
     min_input_size: int
     description: str
+    pretrained: str | None = None
 
     @property
     def has_imagenet_weights(self):
         return self.application is not None
+
+    @property
+    def default_weights(self):
+        """``--weights`` when not given: ImageNet where keras.applications has it, else
+        the shipped weight set, else random initialisation."""
+        if self.has_imagenet_weights:
+            return "imagenet"
+        return self.pretrained or "none"
+
+    def shipped_file(self, name):
+        """The file of the shipped weight set ``name``, or None if it is not one."""
+        return SHIPPED_DIR / f"{self.name}-{name}.weights.h5" if name == self.pretrained else None
 
     def check_input_size(self, size):
         """ValueError naming --image-size when ``size`` is below what the backbone takes."""
@@ -79,7 +100,9 @@ BACKBONES = {
         BackboneSpec(
             "small_cnn", None, "tf", "features", "block2b", 32, 16,
             "a 5-layer CNN (about 0.15 M parameters) for the embedded demo and the "
-            "tests on a CPU; no pretrained weights",
+            "tests on a CPU; pretrained on five Fashion-MNIST classes (--weights "
+            "fashion-mnist-source, shipped)",
+            pretrained="fashion-mnist-source",
         ),
     )
 }
@@ -197,6 +220,66 @@ def _standalone_features(spec, size, weights):
     return model
 
 
+def weights_file(spec, weights):
+    """The file ``--weights`` names for backbone ``spec`` (a shipped set or a path), or
+    None for "imagenet" and "none"."""
+    if weights in ("imagenet", "none"):
+        return None
+    return spec.shipped_file(weights) or Path(weights)
+
+
+def check_weights_file(spec, weights):
+    """ValueError naming --weights when the file is not a Keras weights file (HDF5) or
+    names another backbone (``BACKBONE_ATTRIBUTE``, written by ``save_backbone``)."""
+    import h5py
+
+    path = weights_file(spec, weights)
+    if path is None:
+        return
+    if not path.is_file():
+        raise ValueError(f"--weights {weights}: no such file (nor a weight set of {spec.name}: "
+                         f"{spec.pretrained or 'it has none'})")
+    try:
+        with h5py.File(path, "r") as handle:
+            saved = handle.attrs.get(BACKBONE_ATTRIBUTE)
+    except OSError:
+        raise ValueError(f"--weights {weights}: not a Keras weights file (HDF5, as "
+                         "model.save_weights writes)") from None
+    if isinstance(saved, bytes):
+        saved = saved.decode("utf-8", "replace")
+    if saved is not None and str(saved) != spec.name:
+        raise ValueError(f"--weights {weights} holds a {saved} backbone, not {spec.name} "
+                         f"(pass --backbone {saved}, or weights of {spec.name})")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_backbone(classifier, backbone, path):
+    """Write the classifier's backbone without its head (preprocessing input to the
+    pooled feature map) as a weights file ``--weights`` takes: that of the
+    features-only model ``build_classifier`` loads, named by ``BACKBONE_ATTRIBUTE``.
+    ``path`` must end in ``.weights.h5`` (Keras' rule for weights files)."""
+    import h5py
+    import keras
+
+    spec = get_backbone(backbone)
+    size = classifier.input_shape[1]
+    view = keras.Model(classifier.get_layer("preprocess").output,
+                       classifier.get_layer("head_pool").input)
+    inputs = keras.Input((size, size, 3))
+    standalone = keras.Model(inputs, _features(spec, inputs))
+    _copy_weights(view, standalone, "of the classifier")
+    standalone.save_weights(path)
+    with h5py.File(path, "a") as handle:
+        handle.attrs[BACKBONE_ATTRIBUTE] = spec.name
+
+
 def _copy_weights(source, target, origin):
     """Copy by position: both models come from the same builder, so their weights are
     listed in the same order. (Names would not do: InceptionV3 leaves most layers to
@@ -214,9 +297,10 @@ def build_classifier(backbone, num_classes, image_size=None, weights="none"):
     """The plain classifier: [0, 1] RGB -> preprocessing -> backbone -> GAP -> logits.
 
     backbone: a registry name (see ``BACKBONES``).
-    weights: "imagenet", "none" (random initialisation) or the path of a weights
-        file of the backbone's features-only model (``include_top=False``), as
-        saved by ``model.save_weights``.
+    weights: "imagenet", "none" (random initialisation), the name of a weight set
+        shipped for the backbone (``BackboneSpec.pretrained``) or the path of a
+        weights file of the backbone's features-only model (``include_top=False``),
+        as saved by ``model.save_weights`` or ``save_backbone``.
     The head is global average pooling and a float32 linear layer, so Grad-CAM at
     the last conv block equals CAM (PAPERS.md §1) and logits stay float32 under
     mixed precision.
@@ -233,8 +317,10 @@ def build_classifier(backbone, num_classes, image_size=None, weights="none"):
         raise UserError(
             f"backbone {spec.name} has no ImageNet weights; use --weights none or a weights file"
         )
-    if weights not in ("imagenet", "none") and not os.path.isfile(weights):
-        raise UserError(f"weights file {weights} does not exist")
+    try:
+        check_weights_file(spec, weights)
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
     inputs = keras.Input((size, size, 3), name="image")
     preprocessed = preprocessing_layer(spec.preprocessing)(inputs)
@@ -245,5 +331,6 @@ def build_classifier(backbone, num_classes, image_size=None, weights="none"):
     if weights != "none":
         # A view of the classifier's backbone part shares its variables.
         backbone_view = keras.Model(preprocessed, features)
-        _copy_weights(_standalone_features(spec, size, weights), backbone_view, weights)
+        source = weights if weights == "imagenet" else str(weights_file(spec, weights))
+        _copy_weights(_standalone_features(spec, size, source), backbone_view, weights)
     return model

@@ -7,7 +7,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from .config import parse_config
+from .config import given_fields, parse_config
 from .errors import UserError
 
 
@@ -27,6 +27,7 @@ def train_main(argv=None):
     try:
         try:
             config = parse_config(argv)
+            given = given_fields(argv)
         except (ValueError, UserError) as error:
             return _fail(prog, error, 2)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,7 +37,7 @@ def train_main(argv=None):
         interrupted = ("interrupted; run the same command with --resume to continue from "
                        "the last finished epoch")
         try:
-            run_dirs = run_protocol(config, log=log)
+            run_dirs = run_protocol(config, log=log, given=given)
         except UserError as error:
             return _fail(prog, error, 1)
         accuracies = []

@@ -19,16 +19,21 @@ This module does not import TensorFlow, so a bad flag is reported at once.
 import argparse
 import dataclasses
 import functools
+import hashlib
 import math
 import os
 import typing
 
-from .backbones import BACKBONES, get_backbone
+from .backbones import BACKBONES, check_weights_file, get_backbone
 from .choices import STRATEGIES
 from .datasets import DATASETS, get_dataset_spec
 from .methods import ADDONS, METHODS, flag
 
 SWITCHES = ("auto", "on", "off")
+# The names of the weight sets shipped with the package (``--weights NAME``).
+SHIPPED_WEIGHTS = tuple(spec.pretrained for spec in BACKBONES.values() if spec.pretrained)
+_SHIPPED_HELP = ", ".join(f"{spec.pretrained} for {spec.name}"
+                          for spec in BACKBONES.values() if spec.pretrained)
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -52,6 +57,14 @@ class SharedConfig:
     dataset: str = _data(
         "fashion-mnist-mini", "dataset name", choices=tuple(DATASETS))
     data_dir: str | None = _data(None, "dataset folder (default: data/<dataset>)")
+    classes: tuple[str, ...] | None = _data(
+        None, "train and test on these classes only, by name or index in the dataset's class "
+        "list, relabelled 0..n-1 in this order (at least two; default: every class)",
+        metavar="CLASS")
+    train_per_class: int | None = _data(
+        None, "train on this many images of every class of the official training set "
+        "(the validation split included), drawn once with a fixed seed, the same for every "
+        "repetition (default: all)", metavar="N")
     crop_to_box: bool = _data(
         False, "cars: crop every image to its annotated bounding box (off in the paper)")
     aircraft_level: str | None = _data(
@@ -76,8 +89,10 @@ class SharedConfig:
         None, "backbone (default: the dataset's; small_cnn for the Fashion-MNIST sets)",
         choices=tuple(BACKBONES))
     weights: str | None = _model(
-        None, "'imagenet', 'none' or a weights file of the backbone without its top "
-        "(default: imagenet where the backbone has it, else none)")
+        None, "'imagenet', 'none', a weight set shipped for the backbone "
+        f"({_SHIPPED_HELP}) or a weights file of the backbone "
+        "without its top, e.g. a run's backbone.weights.h5 (default: imagenet where the "
+        "backbone has it, else its shipped set)")
     image_size: int | None = _model(
         None, "square input size (default: the dataset's, 250 for egofoodplaces, else the "
         "backbone's)")
@@ -180,7 +195,12 @@ class SharedConfig:
 
     @property
     def default_run_name(self):
-        return f"{self.dataset}-{self.method_tag}-{self.backbone}-seed{self.seed}"
+        dataset = self.dataset
+        if self.classes is not None:
+            dataset += f"-{classes_tag(self.classes)}"
+        if self.train_per_class is not None:
+            dataset += f"-n{self.train_per_class}"
+        return f"{dataset}-{self.method_tag}-{self.backbone}-seed{self.seed}"
 
     # ------------------------------------------------------------ resolving and checks
 
@@ -189,7 +209,7 @@ class SharedConfig:
         self.check()
         dataset = get_dataset_spec(self.dataset)
         backbone = get_backbone(self.backbone or dataset.default_backbone)
-        weights = self.weights or ("imagenet" if backbone.has_imagenet_weights else "none")
+        weights = self.weights or backbone.default_weights
         config = dataclasses.replace(
             self,
             backbone=backbone.name,
@@ -211,6 +231,7 @@ class SharedConfig:
                 f"--weights imagenet: backbone {backbone.name} has no ImageNet weights "
                 "(use --weights none or a weights file)")
         backbone.check_input_size(config.image_size)
+        check_weights_file(backbone, config.weights)
         return config
 
     def _all_options(self):
@@ -249,7 +270,7 @@ class SharedConfig:
             raise ValueError(
                 f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
         for name in ("patience", "batch_size", "epochs", "image_size", "repeats",
-                     "steps_per_execution"):
+                     "steps_per_execution", "train_per_class"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "patience" else 1):
                 raise ValueError(f"{flag(name)} must be positive, got {value}")
@@ -281,7 +302,9 @@ class SharedConfig:
         for name, (datasets, default) in _DATASET_OPTIONS.items():
             if name not in options and getattr(self, name) not in (None, default):
                 raise ValueError(f"{flag(name)} applies to --dataset {datasets} only")
-        if self.weights not in (None, "imagenet", "none"):
+        if self.classes is not None:
+            _check_classes(self.classes)
+        if self.weights not in (None, "imagenet", "none", *SHIPPED_WEIGHTS):
             if not os.path.isfile(self.weights):
                 raise ValueError(f"--weights: no such file: {self.weights}")
             if not os.access(self.weights, os.R_OK):
@@ -326,6 +349,29 @@ class SharedConfig:
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: tuple(value) if isinstance(value, list) else value
                       for key, value in values.items() if key in names})
+
+
+def classes_tag(classes):
+    """The run-name part of a class subset: ``c`` and the class indices (``c0.2.3.4.6``),
+    or, for a long list (or names not yet resolved to indices), ``c<count>-`` and a
+    digest of the list."""
+    text = ".".join(map(str, classes))
+    if all(isinstance(name, int) for name in classes) and len(text) <= 24:
+        return f"c{text}"
+    digest = hashlib.sha256("\n".join(map(str, classes)).encode()).hexdigest()[:6]
+    return f"c{len(classes)}-{digest}"
+
+
+def _check_classes(classes):
+    """What --classes can be checked for before the dataset is read (its names are
+    checked by ``layouts.Dataset.subset``)."""
+    if len(classes) < 2:
+        raise ValueError(f"--classes needs at least two classes, got {len(classes)}")
+    seen = set()
+    for name in map(str, classes):
+        if name in seen:
+            raise ValueError(f"--classes: class {name!r} is given twice")
+        seen.add(name)
 
 
 def _check_unused_optimizer_flags(config):
@@ -419,7 +465,7 @@ def _value_type(annotation):
         return annotation, None
     if typing.get_origin(annotation) is tuple:
         kinds = typing.get_args(annotation)
-        return kinds[0], len(kinds)
+        return kinds[0], "+" if kinds[-1] is Ellipsis else len(kinds)
     for option in typing.get_args(annotation):
         if option is not type(None):
             return _value_type(option)
@@ -429,3 +475,11 @@ def _value_type(annotation):
 def parse_config(argv=None, cls=TrainConfig):
     """Parse a command line into a resolved config (argparse exits 2 on a bad flag)."""
     return cls.from_dict(vars(build_parser(cls).parse_args(argv))).resolved()
+
+
+def given_fields(argv=None, cls=TrainConfig):
+    """The config fields a command line sets explicitly (see ``run_folders.resumed``)."""
+    parser = build_parser(cls)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return frozenset(vars(parser.parse_args(argv)))

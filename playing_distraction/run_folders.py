@@ -3,7 +3,8 @@
 A run folder holds ``config.json`` (the resolved config, with the run's split and
 the class names; written first), a history per training stage (``history.csv``
 for the first), a checkpoint per stage while training (``checkpoints.py``), then
-``model.keras`` (the plain classifier), ``predictions.csv`` (per test image: label,
+``model.keras`` (the plain classifier), ``backbone.weights.h5`` (its backbone
+without the head, for ``--weights``), ``predictions.csv`` (per test image: label,
 prediction, class probabilities) and ``metrics.json`` (written last, so its
 presence marks a finished run). An existing folder is never replaced unless the
 config says ``overwrite`` (and then only a run folder), and with ``resume`` an
@@ -13,12 +14,14 @@ This module does not import TensorFlow.
 """
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from .backbones import BACKBONE_FILE
 from .config import TrainConfig
 from .errors import UserError
 from .methods import flag
@@ -28,6 +31,7 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 MODEL = "model.keras"
+BACKBONE = BACKBONE_FILE
 
 # Flags that may differ between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"resume", "verbose", "overwrite", "repeats", "out_dir", "run_name",
@@ -83,6 +87,36 @@ def open_run_dir(config, log=None):
     return run_dir, "new", RunLock(run_dir, log).acquire()
 
 
+def resumed(config, given, log=None):
+    """The config that continues the run folder ``config`` names, if it has one: the
+    fields the command line did not set (not in ``given``) take the values the run
+    was started with, so a default changed since (a new version's) does not stop
+    it. Fields that shape the decoded data (the data group, ``image_size``) are
+    not taken: the data are decoded before the run folders are seen, so such a
+    change is refused by ``open_run_dir``, as is every field the command line set."""
+    run_dir = Path(config.out_dir) / run_name(config)
+    if not (run_dir / CONFIG).is_file():
+        return config
+    saved_values = saved_config(run_dir)
+    saved = TrainConfig.from_dict(saved_values)
+    taken = {}
+    for field in dataclasses.fields(config):
+        name = field.name
+        if (name in given or name in RESUMABLE_CHANGES or name not in saved_values
+                or field.metadata.get("group") == "data" or name == "image_size"):
+            continue
+        if getattr(saved, name) != getattr(config, name):
+            taken[name] = getattr(saved, name)
+    if taken and log:
+        log(f"{run_dir}: resumed with the values it was started with: " + ", ".join(
+            f"{flag(name)} {_shown(value)}" for name, value in taken.items()))
+    return dataclasses.replace(config, **taken)
+
+
+def _shown(value):
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def _resume_state(run_dir, config):
     if not (run_dir / CONFIG).exists() and _only_leftovers(run_dir):
         return "new"  # made, but interrupted before its config.json was written
@@ -108,7 +142,7 @@ def is_run_folder(path):
     """``path`` holds a file that only a run writes (so --overwrite may replace it), or
     nothing but the leftovers of an interrupted start."""
     names = {entry.name for entry in Path(path).iterdir()}
-    return (bool(names & {CONFIG, METRICS, PREDICTIONS, MODEL, LOCK})
+    return (bool(names & {CONFIG, METRICS, PREDICTIONS, MODEL, BACKBONE, LOCK})
             or any(name.startswith(("checkpoint", "history", PARTIAL)) for name in names)
             or not names)
 

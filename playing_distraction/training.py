@@ -6,15 +6,18 @@ repetitions, ``run_folders.py`` names, opens and writes run folders, ``stages.py
 compiles and fits one stage, ``methods.py`` builds each method's model.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 from scipy.special import logsumexp
 
-from .backbones import build_classifier
+from .backbones import build_classifier, file_sha256, get_backbone, save_backbone, weights_file
 from .checkpoints import checkpoint_name
 from .distribute import SyncBatchNormalization, make_strategy, with_batchnorm
 from .errors import UserError
-from .run_folders import CONFIG, METRICS, MODEL, PREDICTIONS, open_run_dir, write_predictions
+from .run_folders import (BACKBONE, CONFIG, METRICS, MODEL, PREDICTIONS, open_run_dir,
+                          resumed, write_predictions)
 from .storage import atomic_path, write_json
 from .splits import OfficialSplit
 from .stages import make_split_dataset, run_stage, switch
@@ -46,13 +49,19 @@ def saved_classifier(classifier):
     return classifier
 
 
-def run_training(config, data, log=print):
+def run_training(config, data, log=print, given=None):
     """Train one model as ``config`` says (its seed) on ``data``
-    (``protocols.prepare_data``); returns the run folder."""
+    (``protocols.prepare_data``); returns the run folder. given: the fields the
+    command line set; with ``resume``, the others continue a run folder with the
+    values it was started with (``run_folders.resumed``)."""
     try:
         config = config.for_classes(len(data.class_names))
     except ValueError as error:
         raise UserError(str(error)) from None
+    # Classes given by name are recorded by index: both spellings name the same run.
+    config = dataclasses.replace(config, classes=data.classes)
+    if config.resume and given is not None:
+        config = resumed(config, given, log)
     split = OfficialSplit.from_config(config.to_dict())  # recorded in its config.json
     splits = split.assign(data.parts)
     strategy = make_strategy(config.strategy)
@@ -77,7 +86,8 @@ def run_training(config, data, log=print):
             if not any((run_dir / name).is_file() for name in checkpoints):
                 write_json(run_dir / CONFIG, config.to_dict() | {
                     "run_name": run_dir.name, "class_names": list(data.class_names),
-                    "data_path": str(data.path), "split": split.to_dict()})
+                    "data_path": str(data.path), "split": split.to_dict(),
+                    "weights_sha256": _weights_sha256(config)})
             histories = [run_stage(model, config, stage, index, splits, steps, run_dir,
                                    strategy, resuming=state == "resume",
                                    last=index == len(stages) - 1, log=log)
@@ -91,6 +101,8 @@ def run_training(config, data, log=print):
             logits = np.asarray(classifier.predict(test_set, verbose=0), np.float64)
             with atomic_path(run_dir / MODEL, classifier.count_params() * 4) as temporary:
                 classifier.save(temporary)
+            with atomic_path(run_dir / BACKBONE, classifier.count_params() * 4) as temporary:
+                save_backbone(classifier, config.backbone, temporary)
             metrics = write_test_results(run_dir, test_part, logits) | {
                 "test_images": _count(splits["test"]),
                 "train_images": _count(splits["train"]),
@@ -159,6 +171,12 @@ def _stage_metrics(history, validated):
         "seconds_per_epoch": float(np.mean(history["seconds"])),
         "train_seconds": float(np.sum(history["seconds"])),
     }
+
+
+def _weights_sha256(config):
+    """The SHA-256 of the weights file the run started from (None: imagenet, none)."""
+    path = weights_file(get_backbone(config.backbone), config.weights)
+    return None if path is None else file_sha256(path)
 
 
 def _count(split):

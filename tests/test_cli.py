@@ -85,10 +85,22 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_unreadable_weights_file_is_one_line_and_leaves_no_run(tmp_path):
+    # Not HDF5 at all: refused with the flags, before TensorFlow loads.
     (tmp_path / "broken.weights.h5").write_bytes(b"not an HDF5 file")
     done = run(["--weights", "broken.weights.h5", "--out-dir", "out"], tmp_path)
+    assert done.returncode == 2
+    assert error_line(done).startswith(
+        "train.py: error: --weights broken.weights.h5: not a Keras weights file")
+    assert not (tmp_path / "out").exists()
+    # HDF5, but not weights of this backbone: refused when loaded, before the run folder.
+    import h5py
+
+    with h5py.File(tmp_path / "other.weights.h5", "w") as handle:
+        handle["something"] = [1.0, 2.0]
+    done = run(["--weights", "other.weights.h5", "--out-dir", "out"], tmp_path)
     assert done.returncode == 1
-    assert error_line(done).startswith("train.py: error: cannot load weights file broken.weights.h5")
+    assert error_line(done).startswith("train.py: error: cannot load weights file "
+                                       "other.weights.h5 into backbone small_cnn")
     assert not (tmp_path / "out").exists()
 
 
