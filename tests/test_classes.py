@@ -335,6 +335,8 @@ def test_a_class_subset_run_records_and_tests_on_those_classes(fashion, class_ru
         rows = read_predictions(run_dir)
         labels = np.array([int(row["label"]) for row in rows])
         np.testing.assert_array_equal(labels, expected)
+        # Items keep their position in the official test file, not in the subset.
+        np.testing.assert_array_equal([int(row["item"]) for row in rows], kept)
         assert set(labels) == {0, 1}
         assert {int(row["prediction"]) for row in rows} <= {0, 1}
         assert list(rows[0]) == ["item", "label", "prediction", "p0", "p1"]
