@@ -119,7 +119,9 @@ def metrics_table(methods, scores, digits=3, title="Test metrics"):
     """Tables 1, 3 and 5 (and 7 on the erased test set): metric rows × method
     columns, then the t-test row."""
     rows, cells, bold = [], [], set()
-    for r, (key, label) in enumerate(METRIC_ROWS):
+    shown = [(key, label) for key, label in METRIC_ROWS
+             if key != "top5_accuracy" or _num_classes(methods) > 5]
+    for r, (key, label) in enumerate(shown):
         values = [[score[key] for score in scores[m.name]] for m in methods]
         rows.append(label)
         cells.append([mean_std(v, digits) for v in values])
@@ -132,6 +134,12 @@ def metrics_table(methods, scores, digits=3, title="Test metrics"):
         note += (f"; * marks p < {ALPHA} (two-tailed paired t-test over the seeds both have: "
                  f"{'; '.join(_pairs_text(methods[0], m) for m in methods[1:])})")
     return Table(title, "Metric", rows, [m.name for m in methods], cells, bold, note + ".")
+
+
+def _num_classes(methods):
+    """The runs' number of classes (top-5 accuracy is always 1 with five or fewer, so the
+    tables leave its row out; runs.csv keeps it)."""
+    return len(methods[0].runs[0].config["class_names"])
 
 
 def seed_pairs(baseline, method):

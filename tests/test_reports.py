@@ -112,9 +112,27 @@ def test_metrics_cells_are_mean_and_sample_std_of_sklearns_metrics(three_methods
     assert table.rows[:7] == ["Accuracy", "Precision (macro)", "Recall (macro)", "F1 (macro)",
                               "Precision (weighted)", "Recall (weighted)", "F1 (weighted)"]
     assert table.cells[:7] == list(expected.values())
-    # Two classes: the true class is always among the top five.
+    # Two classes: the true class is always among the top five, so the row says
+    # nothing and is left out (it is there with more than five classes, below).
+    assert "Top-5 accuracy" not in table.rows
+    assert table.rows[7].startswith("p-value")
+
+
+def test_the_top5_row_is_there_with_more_than_five_classes(tmp_path):
+    names = tuple(f"c{k}" for k in range(6))
+    labels = [k % 6 for k in range(12)]
+    baseline = [write_run(tmp_path / f"none-seed{seed}", labels, hits(labels, 6, 6),
+                          seed=seed, class_names=names) for seed in (0, 1)]
+    zero = [write_run(tmp_path / f"zero-seed{seed}", labels, hits(labels, 9, 6), seed=seed,
+                      occlusion="zero", class_names=names) for seed in (0, 1)]
+    methods = load_methods(baseline, [zero])
+    table = metrics_table(methods, scores_of(methods))
     assert table.rows[7] == "Top-5 accuracy"
-    assert table.cells[7] == ["1.000 ± 0.000", "1.000 ± 0.000", "1.000"]
+    # The written probabilities put 0.8 on the prediction and 0.04 elsewhere: ties that
+    # top_k_accuracy breaks by class order; the cell is the mean of per-run values.
+    expected = [expected_cell([run.scores()["top5_accuracy"] for run in m.runs])
+                for m in methods]
+    assert table.cells[7] == expected
 
 
 def test_markdown_bolds_the_best_mean_and_every_tie(three_methods):
@@ -124,9 +142,8 @@ def test_markdown_bolds_the_best_mean_and_every_tie(three_methods):
     assert "| Metric | baseline | 0-occlusion | 1-occlusion |" in markdown
     assert markdown_row(table, "Accuracy") == \
         "| Accuracy | 0.600 ± 0.100 | **0.767 ± 0.153** | 0.500 |"
-    # Top-5 accuracy is 1 everywhere: a three-way tie, all bold.
-    assert markdown_row(table, "Top-5 accuracy") == \
-        "| Top-5 accuracy | **1.000 ± 0.000** | **1.000 ± 0.000** | **1.000** |"
+    # Two classes: no Top-5 row (it would be 1 everywhere).
+    assert "| Top-5 accuracy |" not in markdown
     # The t-test row is never bold.
     assert "**" not in markdown_row(table, "p-value (paired t-test on accuracy vs baseline)")
 
@@ -160,7 +177,7 @@ def test_latex_escapes_and_bolds(three_methods):
     latex = metrics_table(three_methods, scores_of(three_methods)).latex()
     assert "±" not in latex
     assert r"Accuracy & 0.600 $\pm$ 0.100 & \textbf{0.767 $\pm$ 0.153} & 0.500 \\" in latex
-    assert r"\textbf{1.000}" in latex and "**" not in latex
+    assert "**" not in latex and "Top-5" not in latex
     assert r"p $<$ 0.05" in latex and "p < 0.05" not in latex
     assert latex.startswith("\\begin{table}\n") and latex.endswith("\\end{table}\n")
     assert r"\begin{tabular}{lccc}" in latex

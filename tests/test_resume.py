@@ -15,7 +15,7 @@ def args_for(fashion_dir, out_dir, *extra):
     # Patience 1 makes early stopping end the run after 4 of the 8 epochs.
     return ["--dataset", "fashion-mnist", "--data-dir", str(fashion_dir), "--epochs", "8",
             "--patience", "1", "--learning-rate", "0.0003", "--batch-size", "16", "--verbose", "0",
-            "--probability", "0.5", "--out-dir", str(out_dir), *extra]
+            "--probability", "0.5", "--weights", "none", "--out-dir", str(out_dir), *extra]
 
 
 def history_rows(run_dir):

@@ -119,5 +119,6 @@ def test_one_stage_runs_keep_their_files_and_metrics(fashion_dir, tmp_path):
     assert train_main(train_args(fashion_dir, tmp_path, "--occlusion", "none")) == 0
     run = next(tmp_path.iterdir())
     assert sorted(path.name for path in run.iterdir()) == [
-        "config.json", "history.csv", "metrics.json", "model.keras", "predictions.csv"]
+        "backbone.weights.h5", "config.json", "history.csv", "metrics.json", "model.keras",
+        "predictions.csv"]
     assert "stages" not in json.loads((run / "metrics.json").read_text())
