@@ -25,6 +25,8 @@ _LAZY = {
     "TrainingScheme": "schemes",
     "CAMModule": "layers",
     "CAMErasing": "layers",
+    "SaliencyBranch": "layers",
+    "SaliencyModulation": "layers",
     "SyncBatchNormalization": "layers",
     "with_batchnorm": "distribute",
     "build_classifier": "backbones",
