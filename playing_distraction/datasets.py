@@ -70,6 +70,16 @@ DATASETS = {
             options=("aircraft_level", "remove_banner"),
         ),
         DatasetSpec(
+            "flowers", layouts.read_flowers, "data/flowers", "resnet50", _PAPER_EPOCHS,
+            "Oxford Flowers 102 (102 classes, 1,020 train / 1,020 validation / 6,149 test) "
+            "in its official layout (jpg/, imagelabels.mat, setid.mat)",
+        ),
+        DatasetSpec(
+            "cub", layouts.read_cub, "data/cub", "resnet50", _PAPER_EPOCHS,
+            "CUB-200-2011 birds (200 classes, 5,994 train / 5,794 test) in its official "
+            "layout (CUB_200_2011/ with images.txt and its other text files)",
+        ),
+        DatasetSpec(
             "egofoodplaces", layouts.read_egofoodplaces, "data/egofoodplaces", "resnet50",
             _PAPER_EPOCHS,
             "EgoFoodPlaces (15 places) from a manifest.csv path,label,event[,split]; "

@@ -108,6 +108,8 @@ def test_unreadable_weights_file_is_one_line_and_leaves_no_run(tmp_path):
     ("fashion-mnist", "train-images-idx3-ubyte.gz"),
     ("cars", "devkit/cars_meta.mat"),
     ("aircraft", "fgvc-aircraft-2013b/data/"),
+    ("flowers", "jpg/image_00001.jpg"),
+    ("cub", "CUB_200_2011/"),
     ("egofoodplaces", "path,label,event"),
     ("folder", "train/<class>/"),
 ])

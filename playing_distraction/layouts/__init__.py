@@ -15,6 +15,8 @@ One module per official layout, as torchvision does:
 - ``fashion_mnist``: Fashion-MNIST's gzipped IDX files (read and write);
 - ``cars``: Stanford Cars, images and devkit ``.mat`` annotations;
 - ``aircraft``: FGVC-Aircraft 2013b, images and split text files;
+- ``flowers``: Oxford Flowers 102, images and ``.mat`` labels and split;
+- ``cub``: CUB-200-2011, images and its text files;
 - ``egofoodplaces``: EgoFoodPlaces from a manifest with events, split by event;
 - ``folder``: any dataset as class folders or a manifest.
 
@@ -25,6 +27,7 @@ read_cars``). This package does not import TensorFlow.
 from .aircraft import AIRCRAFT_BANNER_ROWS, AIRCRAFT_LAYOUT, AIRCRAFT_LEVELS, read_aircraft
 from .base import IMAGE_SUFFIXES, Dataset, Part
 from .cars import CARS_LAYOUT, read_cars
+from .cub import CUB_LAYOUT, read_cub
 from .egofoodplaces import read_egofoodplaces
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -35,6 +38,7 @@ from .fashion_mnist import (
     write_fashion_mnist,
     write_idx,
 )
+from .flowers import FLOWERS_LAYOUT, read_flowers
 from .folder import FOLDER_LAYOUT, read_folder
 from .manifest import MANIFEST, SPLIT_NAMES, ManifestRow, read_manifest
 
@@ -43,8 +47,10 @@ __all__ = [
     "AIRCRAFT_LAYOUT",
     "AIRCRAFT_LEVELS",
     "CARS_LAYOUT",
+    "CUB_LAYOUT",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
+    "FLOWERS_LAYOUT",
     "FOLDER_LAYOUT",
     "IMAGE_SUFFIXES",
     "MANIFEST",
@@ -55,8 +61,10 @@ __all__ = [
     "load_fashion_mnist",
     "read_aircraft",
     "read_cars",
+    "read_cub",
     "read_egofoodplaces",
     "read_fashion_mnist",
+    "read_flowers",
     "read_folder",
     "read_idx",
     "read_manifest",
