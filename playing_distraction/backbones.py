@@ -253,11 +253,8 @@ def check_weights_file(spec, weights):
 
 
 def file_sha256(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def save_backbone(classifier, backbone, path):

@@ -20,6 +20,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -97,7 +98,7 @@ def write_shipped(run_dir, weights_dir, flags):
                 "and no image of the held-out target classes",
         "source_classes": list(SOURCE),
         "held_out_classes": list(TARGET),
-        "command": "python train.py " + " ".join(_quoted(flag) for flag in flags),
+        "command": "python train.py " + shlex.join(flags),
         "recipe": {key: config[key] for key in (
             "optimizer", "learning_rate", "beta_1", "beta_2", "epsilon", "batch_size",
             "epochs", "patience", "augment", "flip", "rotation", "channel_shift",
@@ -119,10 +120,6 @@ def write_shipped(run_dir, weights_dir, flags):
         print("the same bytes as before" if previous == digest else
               f"other bytes than before (SHA-256 was {previous})")
     return 0
-
-
-def _quoted(text):
-    return f"'{text}'" if any(char in text for char in " /") else text
 
 
 if __name__ == "__main__":

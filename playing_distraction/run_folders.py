@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import BACKBONE_FILE
+from .backbones import BACKBONE_FILE as BACKBONE
 from .config import TrainConfig
 from .errors import UserError
 from .methods import flag
@@ -31,7 +31,6 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 MODEL = "model.keras"
-BACKBONE = BACKBONE_FILE
 
 # Flags that may differ between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"resume", "verbose", "overwrite", "repeats", "out_dir", "run_name",

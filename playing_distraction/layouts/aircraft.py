@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .base import Part, _check_files_exist, _dataset, _require_file
+from .base import Part, _check_files_exist, _dataset, _read_lines
 
 AIRCRAFT_LEVELS = {"variant": "variants.txt", "family": "families.txt",
                    "manufacturer": "manufacturers.txt"}
@@ -23,14 +23,6 @@ def _aircraft_data_dir(directory):
         if (candidate / "images").is_dir():
             return candidate
     raise UserError(f"no images/ folder under {directory}; expected {AIRCRAFT_LAYOUT}")
-
-
-def _read_lines(path, layout):
-    _require_file(path, layout)
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
 
 
 def read_aircraft(directory, level="variant", remove_banner=False, name="aircraft"):

@@ -128,6 +128,27 @@ def _require_file(path, layout):
         raise UserError(f"missing file {path}; expected {layout}")
 
 
+def _read_lines(path, layout):
+    """The lines of a text annotation file; missing or unreadable is a ``UserError``."""
+    _require_file(path, layout)
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+
+
+def _load_mat(path, layout):
+    """A MATLAB annotation file (``scipy.io.loadmat``, squeezed); missing or damaged is
+    a ``UserError``."""
+    from scipy.io import loadmat
+
+    _require_file(path, layout)
+    try:
+        return loadmat(path, squeeze_me=True)
+    except Exception as error:  # scipy raises several types for a damaged file
+        raise UserError(f"cannot read MATLAB file {path}: {error}") from None
+
+
 def _check_files_exist(paths, source):
     missing = [path for path in paths if not Path(path).is_file()]
     if missing:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .base import Part, _check_files_exist, _dataset, _require_dir, _require_file
+from .base import Part, _check_files_exist, _dataset, _load_mat, _require_dir
 
 CARS_LAYOUT = (
     "the Stanford Cars layout: cars_train/, cars_test/, devkit/cars_meta.mat, "
@@ -16,18 +16,8 @@ CARS_LAYOUT = (
 _CARS_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 
 
-def _load_mat(path):
-    from scipy.io import loadmat
-
-    _require_file(path, CARS_LAYOUT)
-    try:
-        return loadmat(path, squeeze_me=True)
-    except Exception as error:  # scipy raises several types for a damaged file
-        raise UserError(f"cannot read MATLAB file {path}: {error}") from None
-
-
 def _cars_annotations(path, image_dir, num_classes):
-    annotations = _load_mat(path).get("annotations")
+    annotations = _load_mat(path, CARS_LAYOUT).get("annotations")
     if annotations is None or annotations.dtype.names is None:
         raise UserError(f"{path} has no 'annotations' struct array")
     missing = [field for field in _CARS_FIELDS if field not in annotations.dtype.names]
@@ -67,7 +57,7 @@ def read_cars(directory, crop_to_box=False, name="cars"):
     """
     directory = Path(directory)
     _require_dir(directory, CARS_LAYOUT)
-    meta = _load_mat(directory / "devkit" / "cars_meta.mat")
+    meta = _load_mat(directory / "devkit" / "cars_meta.mat", CARS_LAYOUT)
     if "class_names" not in meta:
         raise UserError(f"{directory / 'devkit' / 'cars_meta.mat'} has no 'class_names'")
     class_names = [str(value) for value in np.atleast_1d(meta["class_names"])]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .base import Part, _check_files_exist, _dataset, _require_file
+from .base import Part, _check_files_exist, _dataset, _read_lines
 
 CUB_LAYOUT = ("the CUB-200-2011 layout CUB_200_2011/ with images/<class>/<file>.jpg, "
               "images.txt (<id> <path>), image_class_labels.txt (<id> <class>), "
@@ -24,13 +24,8 @@ def _cub_dir(directory):
 
 def _pairs(path):
     """{first field: rest of the line} of a '<id> <value>' file; a bad line is named."""
-    _require_file(path, CUB_LAYOUT)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
     pairs = {}
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(_read_lines(path, CUB_LAYOUT), start=1):
         if not line.strip():
             continue
         key, _, value = line.strip().partition(" ")

@@ -7,20 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .base import Part, _check_files_exist, _dataset, _require_dir, _require_file
+from .base import Part, _check_files_exist, _dataset, _load_mat, _require_dir
 
 FLOWERS_LAYOUT = ("the Oxford Flowers 102 layout: jpg/image_00001.jpg ..., imagelabels.mat "
                   "(labels, 1-based) and setid.mat (trnid, valid, tstid: 1-based image numbers)")
-
-
-def _load_mat(path):
-    from scipy.io import loadmat
-
-    _require_file(path, FLOWERS_LAYOUT)
-    try:
-        return loadmat(path, squeeze_me=True)
-    except Exception as error:  # scipy raises several types for a damaged file
-        raise UserError(f"cannot read MATLAB file {path}: {error}") from None
 
 
 def _integers(mat, key, path):
@@ -41,12 +31,12 @@ def read_flowers(directory, name="flowers"):
     image_dir = directory / "jpg"
     _require_dir(image_dir, FLOWERS_LAYOUT)
     labels_path, split_path = directory / "imagelabels.mat", directory / "setid.mat"
-    labels = _integers(_load_mat(labels_path), "labels", labels_path)
+    labels = _integers(_load_mat(labels_path, FLOWERS_LAYOUT), "labels", labels_path)
     if labels.size == 0 or labels.min() < 1:
         raise UserError(f"{labels_path}: labels are 1-based class numbers, found "
                         f"{labels.min() if labels.size else 'none'}")
     num_classes = int(labels.max())
-    split = _load_mat(split_path)
+    split = _load_mat(split_path, FLOWERS_LAYOUT)
     parts = {}
     for part, key in (("train", "trnid"), ("validation", "valid"), ("test", "tstid")):
         numbers = _integers(split, key, split_path)
