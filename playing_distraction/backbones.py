@@ -47,6 +47,12 @@ class BackboneSpec:
         of the last down-sampling stage (14 x 14 maps at 224 px; PAPERS.md §3).
     input_size: default square input size.
     min_input_size: smallest input the architecture accepts.
+    fusion_layer: where the hallucinated-saliency method modulates the features
+        (``--fusion-layer``; PAPERS.md §2): the first layer at output stride 8, the
+        resolution the paper found best for AlexNet (27 x 27 before pool-2); for
+        ResNet "after the fourth residual block", read as one bottleneck block.
+    saliency_shape: the saliency branch's shape (``layers.saliency_branch.SHAPES``)
+        at the default input size.
     """
 
     name: str
@@ -58,6 +64,8 @@ class BackboneSpec:
     min_input_size: int
     description: str
     pretrained: str | None = None
+    fusion_layer: str = ""
+    saliency_shape: str = "alexnet"
 
     @property
     def has_imagenet_weights(self):
@@ -88,21 +96,30 @@ BACKBONES = {
         BackboneSpec(
             "resnet50", "ResNet50", "caffe", "conv5_block3_out", "conv4_block6_out", 224, 32,
             "ResNet50 (He et al.), the paper's main backbone",
+            fusion_layer="conv3_block1_out",
+        ),
+        BackboneSpec(
+            "resnet152", "ResNet152", "caffe", "conv5_block3_out", "conv4_block36_out", 224, 32,
+            "ResNet152 (He et al.), the backbone of the hallucinated-saliency paper",
+            fusion_layer="conv3_block1_out",
         ),
         BackboneSpec(
             "inception_v3", "InceptionV3", "tf", "mixed10", "mixed7", 224, 75,
             "InceptionV3 (Szegedy et al.); the paper uses 224x224 inputs",
+            fusion_layer="mixed0",
         ),
         BackboneSpec(
             "densenet121", "DenseNet121", "torch", "relu", "conv4_block24_concat", 224, 32,
             "DenseNet121 (Huang et al.)",
+            fusion_layer="pool2_pool",
         ),
         BackboneSpec(
             "small_cnn", None, "tf", "features", "block2b", 32, 16,
             "a 5-layer CNN (about 0.15 M parameters) for the embedded demo and the "
             "tests on a CPU; pretrained on five Fashion-MNIST classes (--weights "
             "fashion-mnist-source, shipped)",
-            pretrained="fashion-mnist-source",
+            pretrained="fashion-mnist-source", fusion_layer="block2b",
+            saliency_shape="narrow",
         ),
     )
 }
@@ -265,8 +282,11 @@ def save_backbone(classifier, backbone, path):
     import h5py
     import keras
 
+    from .modulated import plain_classifier
+
     spec = get_backbone(backbone)
     size = classifier.input_shape[1]
+    classifier = plain_classifier(classifier)  # the RGB branch of a modulated one
     view = keras.Model(classifier.get_layer("preprocess").output,
                        classifier.get_layer("head_pool").input)
     inputs = keras.Input((size, size, 3))

@@ -22,6 +22,13 @@ HNC_WEIGHTS = {"mse": 0.07, "kd": 0.005}
 # The pairwise-consistency loss and its ablations (PAPERS.md §3; Wang et al., Table 6).
 PAIRWISE_LOSSES = ("full", "category", "instance", "attention_mining")
 
+# Shapes of the hallucinated-saliency branch (``layers.saliency_branch.SHAPES``;
+# PAPERS.md §2) and the two approaches of its step 2.
+SALIENCY_SHAPES = ("alexnet", "narrow")
+APPROACHES = ("A", "B")
+# The file of a saliency run's branch weights, in its run folder.
+BRANCH_FILE = "saliency_branch.weights.h5"
+
 # Distribution strategies (``distribute.make_strategy``).
 STRATEGIES = ("none", "mirrored")
 

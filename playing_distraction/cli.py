@@ -67,6 +67,22 @@ def evaluate_main(argv=None):
         return _fail("evaluate.py", "interrupted", 130)
 
 
+def _evaluate_k_shot(methods, out_dir, prog):
+    """evaluate.py on the runs of a k-shot grid: Tables 1-2 of the saliency paper."""
+    from .kshot_reports import FIGURE, write_kshot_reports
+
+    try:
+        tables = write_kshot_reports(methods, out_dir)
+    except UserError as error:
+        return _fail(prog, error, 1)
+    for table in tables.values():
+        print(table.markdown())
+    print(f"tables written to {out_dir}/: {', '.join(tables)} (.md, .tex, .csv), runs.csv "
+          f"and {FIGURE}; robustness and inspection are made for runs of the official split "
+          "only (every seed of a k-shot grid has its own test set)")
+    return 0
+
+
 def _evaluate(argv):
     import argparse
 
@@ -101,6 +117,8 @@ def _evaluate(argv):
         return _fail(prog, "--figure-images must be 0 or more", 2)
     try:
         methods = load_methods(args.baseline, args.method)
+        if methods[0].runs[0].k_shot:
+            return _evaluate_k_shot(methods, args.out_dir, prog)
         model_results = None
         if not args.no_models:
             # A damaged model.keras is found before TensorFlow is imported, and before

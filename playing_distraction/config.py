@@ -28,6 +28,7 @@ from .backbones import BACKBONES, check_weights_file, get_backbone
 from .choices import STRATEGIES
 from .datasets import DATASETS, get_dataset_spec
 from .methods import ADDONS, METHODS, flag
+from .splits import shots_tag
 
 SWITCHES = ("auto", "on", "off")
 # The names of the weight sets shipped with the package (``--weights NAME``).
@@ -48,6 +49,17 @@ _optimization = functools.partial(_field, group="optimization")
 _augment = functools.partial(_field, group="augmentation")
 _run = functools.partial(_field, group="protocol and run folder")
 _speed = functools.partial(_field, group="speed and devices")
+
+
+# Shared settings whose default a method changes (``Method.shared_defaults``), and
+# their defaults otherwise; fields left at None resolve to them.
+_OPTIMIZATION_DEFAULTS = {"optimizer": "adam", "learning_rate": 5e-5, "weight_decay": 0.0}
+
+
+def _method_defaults_help(name):
+    """"; <value> for --method <m>" for every method that changes the default of ``name``."""
+    return "".join(f"; {cls.shared_defaults[name]} for --method {cls.name}"
+                   for cls in METHODS.values() if name in cls.shared_defaults)
 
 
 @dataclasses.dataclass
@@ -104,21 +116,24 @@ class SharedConfig:
         None, "layer for Grad-CAM, in training (distraction) and in evaluate.py's inspection "
         "(default: the backbone's last convolutional block)")
     epochs: int | None = _optimization(
-        None, "maximum number of epochs (default: the dataset's, 6 for the embedded set)")
+        None, "maximum number of epochs (default: the dataset's, 6 for the embedded set"
+        f"{_method_defaults_help('epochs')})")
     patience: int = _optimization(
         30, "early-stopping patience in epochs, on validation accuracy")
     batch_size: int = _optimization(16, "mini-batch size")
-    optimizer: str = _optimization(
-        "adam", "optimizer: adam (the papers' Adam, below) or sgd (with --momentum)",
-        choices=OPTIMIZERS)
-    learning_rate: float = _optimization(5e-5, "learning rate")
+    optimizer: str | None = _optimization(
+        None, "optimizer: adam (the papers' Adam, below) or sgd (with --momentum) (default: "
+        f"adam{_method_defaults_help('optimizer')})", choices=OPTIMIZERS)
+    learning_rate: float | None = _optimization(
+        None, f"learning rate (default: 5e-05{_method_defaults_help('learning_rate')})")
     beta_1: float = _optimization(0.9, "Adam beta_1")
     beta_2: float = _optimization(0.999, "Adam beta_2")
     epsilon: float = _optimization(7e-7, "Adam epsilon")
     momentum: float = _optimization(0.9, "SGD momentum")
-    weight_decay: float = _optimization(
-        0.0, "decoupled weight decay of either optimizer (Keras' weight_decay: each step "
-        "shrinks the weights by learning rate x weight decay); 0: none")
+    weight_decay: float | None = _optimization(
+        None, "decoupled weight decay of either optimizer (Keras' weight_decay: each step "
+        "shrinks the weights by learning rate x weight decay); 0: none (default: 0"
+        f"{_method_defaults_help('weight_decay')})")
     augment: bool = _augment(True, "apply the training augmentation below (--no-augment: none)")
     flip: bool = _augment(True, "augmentation: random horizontal flip")
     rotation: float = _augment(
@@ -131,6 +146,11 @@ class SharedConfig:
     validation_fraction: float = _run(
         0.25, "share of the official training set held out for validation (stratified); "
         "unused where the dataset has its own validation split")
+    shots: tuple[str, ...] | None = _run(
+        None, "the k-shot protocol (PAPERS.md §2): per class, k training images (or 'all' "
+        "the rest) and 5 validation and 5 test images drawn per seed from all of the class's "
+        "images; several values run the grid, every k with every seed; a --batch-size above "
+        "a run's training images is cut to them (default: the official split)", metavar="K")
     seed: int = _run(0, "seed of the split, the shuffling, the weights and the occlusion draws")
     repeats: int = _run(
         1, "seeded repetitions: seeds SEED, SEED+1, ..., each with its own validation split "
@@ -200,6 +220,8 @@ class SharedConfig:
             dataset += f"-{classes_tag(self.classes)}"
         if self.train_per_class is not None:
             dataset += f"-n{self.train_per_class}"
+        if self.shots is not None and len(self.shots) == 1:
+            dataset += f"-{shots_tag(shot_count(self.shots[0]))}"
         return f"{dataset}-{self.method_tag}-{self.backbone}-seed{self.seed}"
 
     # ------------------------------------------------------------ resolving and checks
@@ -207,17 +229,25 @@ class SharedConfig:
     def resolved(self):
         """A copy with every None default filled in, checked; ValueError names the flag."""
         self.check()
+        options = self.method_options()
+        options.check_shared(self)
         dataset = get_dataset_spec(self.dataset)
         backbone = get_backbone(self.backbone or dataset.default_backbone)
-        weights = self.weights or backbone.default_weights
+        weights = self.weights or options.default_weights() or backbone.default_weights
+        method = METHODS[self.method]
+        shared = {name: getattr(self, name) if getattr(self, name) is not None
+                  else method.shared_defaults.get(name, default)
+                  for name, default in _OPTIMIZATION_DEFAULTS.items()}
         config = dataclasses.replace(
             self,
             backbone=backbone.name,
             weights=weights,
-            epochs=self.epochs or dataset.default_epochs,
+            **shared,
+            epochs=self.epochs or method.shared_defaults.get("epochs") or dataset.default_epochs,
             image_size=self.image_size or dataset.image_size or backbone.input_size,
             cam_layer=self.cam_layer or backbone.last_conv,
-            oversample=dataset.oversample if self.oversample is None else self.oversample,
+            oversample=((0 if self.shots else dataset.oversample) if self.oversample is None
+                        else self.oversample),
         )
         for options in self._all_options():
             config = dataclasses.replace(config, **dataclasses.asdict(
@@ -258,12 +288,12 @@ class SharedConfig:
             raise ValueError(f"--method {self.method}: not a method (choose from "
                              f"{', '.join(METHODS)})")
         for name in ("learning_rate", "epsilon"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
         for name in ("beta_1", "beta_2", "momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 <= self.weight_decay:
+        if self.weight_decay is not None and not 0.0 <= self.weight_decay:
             raise ValueError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         _check_unused_optimizer_flags(self)
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -295,15 +325,18 @@ class SharedConfig:
         if not 0.0 <= low <= high:
             raise ValueError(f"--brightness needs 0 <= LOW <= HIGH, got {low} {high}")
         for options in self._all_options():
-            options.check()
+            # An inactive method's flag given is reported as such, before its checks.
             if options.name in METHODS and options.name != self.method:
                 options.check_unused(f"applies to --method {options.name} only")
+            options.check()
         options = get_dataset_spec(self.dataset).options
         for name, (datasets, default) in _DATASET_OPTIONS.items():
             if name not in options and getattr(self, name) not in (None, default):
                 raise ValueError(f"{flag(name)} applies to --dataset {datasets} only")
         if self.classes is not None:
             _check_classes(self.classes)
+        if self.shots is not None:
+            _check_shots(self)
         if self.weights not in (None, "imagenet", "none", *SHIPPED_WEIGHTS):
             if not os.path.isfile(self.weights):
                 raise ValueError(f"--weights: no such file: {self.weights}")
@@ -345,10 +378,14 @@ class SharedConfig:
     @classmethod
     def from_dict(cls, values):
         """A config from parsed flags or a saved config.json: other keys are ignored,
-        and lists (from nargs or JSON) become the tuples the fields hold."""
+        lists (from nargs or JSON) become the tuples the fields hold, and optimizer
+        settings a config.json lacks are those of the versions that wrote it."""
         names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: tuple(value) if isinstance(value, list) else value
-                      for key, value in values.items() if key in names})
+        # A config.json written before a method could change them holds no optimizer
+        # settings where they were at their defaults of then.
+        return cls(**{**_OPTIMIZATION_DEFAULTS} | {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in values.items() if key in names})
 
 
 def classes_tag(classes):
@@ -374,11 +411,35 @@ def _check_classes(classes):
         seen.add(name)
 
 
+def shot_count(value):
+    """The number of training images per class of a --shots value (None: all)."""
+    return None if str(value) == "all" else int(value)
+
+
+def _check_shots(config):
+    seen = set()
+    for value in config.shots:
+        if str(value) != "all" and not (str(value).isdigit() and int(value) > 0):
+            raise ValueError(f"--shots takes positive whole numbers or 'all', got {value}")
+        if shot_count(value) in seen:
+            raise ValueError(f"--shots: {value} is given twice")
+        seen.add(shot_count(value))
+    if config.train_per_class is not None:
+        raise ValueError("--train-per-class does not apply to --shots (the k-shot draw "
+                         "picks the training images)")
+    if config.oversample:
+        raise ValueError("--oversample does not apply to --shots (every class has k "
+                         "training images)")
+    if config.validation_fraction != _SHARED_DEFAULTS["validation_fraction"]:
+        raise ValueError("--validation-fraction does not apply to --shots (5 validation "
+                         "images per class)")
+
+
 def _check_unused_optimizer_flags(config):
     """An optimizer's flag given with the other optimizer is an error, not ignored."""
     own = {"adam": ("beta_1", "beta_2", "epsilon"), "sgd": ("momentum",)}
     for optimizer, names in own.items():
-        if config.optimizer == optimizer:
+        if config.optimizer in (optimizer, None):  # None: resolved later, checked again
             continue
         for name in names:
             if getattr(config, name) != _SHARED_DEFAULTS[name]:

@@ -30,6 +30,7 @@ from .corruptions import get as get_corruption
 from .datasets import load_dataset
 from .errors import UserError
 from .heatmaps import GradCAM
+from . import layers
 from .pipeline import prepare, to_unit_range
 from .runs import check_saved_models, damaged_model, saved_model_problem
 from .splits import split_of_run
@@ -39,14 +40,17 @@ def load_model(run):
     """The run's saved classifier; a damaged file is one ``UserError`` line. What the
     zip check (``runs.saved_model_problem``) lets through fails inside Keras as
     h5py's OSError (weights that are not HDF5), a KeyError (a member missing) or a
-    ValueError (a config that is not JSON)."""
+    ValueError (a config that is not JSON) or a TypeError (a layer class this version
+    does not have)."""
     path = run.path / "model.keras"
     problem = saved_model_problem(path)
     if problem:
         raise damaged_model(path, problem)
     try:
-        return keras.models.load_model(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        # The package's own layers (a saliency run's classifier holds two).
+        return keras.models.load_model(
+            path, custom_objects={name: getattr(layers, name) for name in layers.__all__})
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
         # str() of a KeyError is its key in quotes; Keras's messages can run to lines.
         text = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
         raise damaged_model(path, text.splitlines()[0] if text else type(error).__name__) \

@@ -27,9 +27,12 @@ This module does not import TensorFlow.
 """
 
 import dataclasses
+import hashlib
+import os
 import typing
 
-from .choices import FILLS, HNC_FORMS, HNC_WEIGHTS, PAIRWISE_LOSSES, default_top_k
+from .choices import (APPROACHES, BRANCH_FILE, FILLS, HNC_FORMS, HNC_WEIGHTS, PAIRWISE_LOSSES,
+                      SALIENCY_SHAPES, default_top_k)
 
 METHODS = {}  # --method name -> options class
 ADDONS = {}  # add-on name -> options class
@@ -115,6 +118,10 @@ class Method(Options):
     """
 
     saved_model_needs_package: typing.ClassVar[bool] = False
+    # The method's own defaults of shared optimization settings (``optimizer``,
+    # ``learning_rate``, ``weight_decay``, ``epochs``): its paper's, taken where the
+    # command line leaves the flag out.
+    shared_defaults: typing.ClassVar[dict] = {}
 
     def tag(self):
         """The method's part of the run-folder name."""
@@ -134,6 +141,33 @@ class Method(Options):
     def stages(self, config):
         """The method's training stages, in order (one by default)."""
         return [Stage()]
+
+    def check_shared(self, config):
+        """Checks of shared flags against the method's options, on the config as the
+        command line gave it (None: a flag left out); ValueError naming the flag."""
+
+    def default_weights(self):
+        """``--weights`` when not given, if the method decides it (None: the backbone's
+        default)."""
+        return None
+
+    def classifier(self, config, num_classes, class_names):
+        """The classifier the run trains and saves (raw [0, 1] RGB -> logits): by
+        default the plain one of ``backbones.build_classifier``. ``class_names``: the
+        run's classes, in label order. UserError on a problem with a file it reads."""
+        from .backbones import build_classifier
+
+        return build_classifier(config.backbone, num_classes, config.image_size,
+                                config.weights)
+
+    def record(self):
+        """Values config.json keeps beside the flags (e.g. digests of files read)."""
+        return {}
+
+    def files(self, config):
+        """{file name: write(classifier, path)}: what the run folder keeps beside the
+        saved model (written atomically once the run has finished)."""
+        return {}
 
 
 class Addon(Options):
@@ -300,6 +334,172 @@ class Pairwise(Method):
             gamma=self.gamma, alpha=self.alpha, beta=self.beta,
             pairwise_loss=self.pairwise_loss, module_filters=self.cam_module_filters,
             seed=config.seed, **addons)
+
+
+@register(METHODS)
+@dataclasses.dataclass
+class Saliency(Method):
+    """Hallucinated saliency maps (Figueroa-Flores et al.; PAPERS.md §2), in two steps,
+    each a run: step 1 trains only the saliency branch of a source classifier on the
+    source set; step 2 fine-tunes on the target set from the step-1 branch (Approach
+    A: branch frozen; B: everything trains) or, without one, from a branch trained
+    from scratch (the "RGB + scratch SAL" baseline). Defaults: the paper's 70 epochs,
+    learning rate 1e-4 and weight decay 5e-3, with SGD and momentum 0.9 (the paper
+    does not name its optimizer)."""
+
+    name = "saliency"
+    title = ("method saliency: hallucinated saliency maps modulating the backbone "
+             "(Figueroa-Flores et al.), step 1 on a source set, step 2 on the target set")
+    saliency_step: int | None = option(
+        None, "saliency: 1 trains only the saliency branch of a source classifier "
+        "(--saliency-source) on its source set and writes the branch's weights file; 2 "
+        "(default) fine-tunes on the target set", choices=(1, 2))
+    saliency_source: str | None = option(
+        None, "saliency step 1: the source classifier, a finished run folder trained on "
+        "this dataset and these classes (a baseline run, say) or its model.keras; its "
+        "backbone and head stay as they are", metavar="RUN")
+    saliency_branch: str | None = option(
+        None, "saliency step 2: the step-1 run folder, or its saliency_branch.weights.h5 "
+        "(default: a branch from scratch, the 'RGB + scratch SAL' baseline)", metavar="RUN")
+    approach: str | None = option(
+        None, "saliency step 2: A keeps the step-1 branch frozen, B (default) trains "
+        "everything", choices=APPROACHES)
+    fusion_layer: str | None = option(
+        None, "saliency: the layer whose output the saliency map modulates (default: the "
+        "backbone's: conv3_block1_out for resnet50 and resnet152, mixed0 for inception_v3, "
+        "pool2_pool for densenet121, block2b for small_cnn)")
+    saliency_convs: int | None = option(
+        None, "saliency: convolutional layers of the branch, 1-4 (default: 4, the paper's "
+        "best)")
+    saliency_shape: str | None = option(
+        None, "saliency: the branch's shape: alexnet (AlexNet conv1-conv4, the paper's) or "
+        "narrow (3x3 kernels, fewer channels) (default: narrow for small_cnn, else alexnet)",
+        choices=SALIENCY_SHAPES)
+
+    saved_model_needs_package = True
+    shared_defaults = {"optimizer": "sgd", "learning_rate": 1e-4, "weight_decay": 5e-3,
+                       "epochs": 70}
+    COLUMNS = {"step1": "saliency step 1", "scratch": "RGB + scratch SAL",
+               "A": "Approach A", "B": "Approach B"}
+
+    def check(self):
+        if self.saliency_step not in (None, 1, 2):
+            raise ValueError(f"--saliency-step must be 1 or 2, got {self.saliency_step}")
+        if self.saliency_convs is not None and not 1 <= self.saliency_convs <= 4:
+            raise ValueError(f"--saliency-convs must be 1 to 4, got {self.saliency_convs}")
+        if self.saliency_step == 1:
+            for name in ("saliency_branch", "approach"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{flag(name)} applies to --saliency-step 2 only")
+            if self.saliency_source is None:
+                raise ValueError("--saliency-step 1 needs --saliency-source: the classifier "
+                                 "whose saliency branch it trains")
+        else:
+            if self.saliency_source is not None:
+                raise ValueError("--saliency-source applies to --saliency-step 1 only")
+            if self.approach == "A" and self.saliency_branch is None:
+                raise ValueError("--approach A keeps a step-1 branch frozen: give "
+                                 "--saliency-branch (a step-1 run folder or its branch file)")
+        for name, inside in (("saliency_source", "model.keras"),
+                             ("saliency_branch", BRANCH_FILE)):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(_file_in(path, inside)):
+                raise ValueError(f"{flag(name)} {path}: no such file"
+                                 + ("" if path.endswith((".keras", ".h5")) else
+                                    f" (nor a run folder with {inside})"))
+
+    def check_shared(self, config):
+        if self.saliency_step == 1 and config.weights is not None:
+            raise ValueError("--weights does not apply to --saliency-step 1: the backbone and "
+                             "head come from --saliency-source")
+
+    def default_weights(self):
+        return "none" if self.saliency_step == 1 else None
+
+    def resolve(self, backbone, active):
+        if not active:
+            return self
+        step = self.saliency_step or 2
+        return dataclasses.replace(
+            self, saliency_step=step,
+            saliency_source=self.saliency_source and _file_in(self.saliency_source,
+                                                              "model.keras"),
+            saliency_branch=self.saliency_branch and _file_in(self.saliency_branch,
+                                                              BRANCH_FILE),
+            approach=(self.approach or "B") if step == 2 else None,
+            fusion_layer=self.fusion_layer or backbone.fusion_layer,
+            saliency_convs=self.saliency_convs or 4,
+            saliency_shape=self.saliency_shape or backbone.saliency_shape)
+
+    def _variant(self):
+        """step1, scratch, A or B: what the tag and column name."""
+        if self.saliency_step == 1:
+            return "step1"
+        return "scratch" if self.saliency_branch is None else self.approach
+
+    def tag(self):
+        tag = {"step1": "saliency1", "scratch": "saliency-scratch"}.get(
+            self._variant(), f"saliency{self._variant()}")
+        return tag if self.saliency_convs in (None, 4) else f"{tag}-conv{self.saliency_convs}"
+
+    def column(self):
+        column = self.COLUMNS[self._variant()]
+        if self.saliency_convs in (None, 4):
+            return column
+        return f"{column} ({self.saliency_convs} conv)"
+
+    def classifier(self, config, num_classes, class_names):
+        from .modulated import load_branch, modulated_classifier, source_classifier
+
+        if self.saliency_step == 1:
+            plain = source_classifier(self.saliency_source, config, num_classes, class_names)
+        else:
+            plain = super().classifier(config, num_classes, class_names)
+        try:
+            model = modulated_classifier(plain, self.fusion_layer, self.saliency_convs,
+                                         self.saliency_shape, seed=config.seed)
+        except ValueError as error:
+            from .errors import UserError
+
+            raise UserError(str(error)) from None
+        if self.saliency_branch is not None:
+            load_branch(model, self.saliency_branch, config.backbone, self.fusion_layer)
+        return model
+
+    def build(self, classifier, config, **addons):
+        from .schemes import TrainingScheme
+
+        return TrainingScheme(classifier, **addons)
+
+    def stages(self, config):
+        from .modulated import freeze_branch, train_only_branch
+
+        if self.saliency_step == 1:
+            return [Stage(trainable=train_only_branch)]
+        return [Stage(trainable=freeze_branch if self.approach == "A" else None)]
+
+    def record(self):
+        return {f"{name}_sha256": _sha256(getattr(self, name))
+                for name in ("saliency_source", "saliency_branch")
+                if getattr(self, name) is not None}
+
+    def files(self, config):
+        from .modulated import save_branch
+
+        def write(classifier, path):
+            save_branch(classifier, path, config.backbone, self.fusion_layer)
+
+        return {BRANCH_FILE: write}
+
+
+def _file_in(path, name):
+    """``path`` itself, or the file ``name`` inside it if it is a folder."""
+    return os.path.join(path, name) if os.path.isdir(path) else path
+
+
+def _sha256(path):
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ------------------------------------------------------------------ the add-ons

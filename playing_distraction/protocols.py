@@ -9,7 +9,9 @@ import dataclasses
 from pathlib import Path
 
 from .datasets import get_dataset_spec, load_dataset, resolve_data_dir
+from .config import shot_count
 from .errors import UserError
+from .splits import KShotSplit, min_class_size
 from .pipeline import prepare
 from .training import run_training
 
@@ -52,10 +54,30 @@ def prepare_data(config, log=None):
 
 
 def run_protocol(config, log=print, given=None):
-    """Train ``config.repeats`` repetitions with seeds seed, seed + 1, ...; the data
-    are decoded once. Returns the run folders, in seed order. given: the fields the
+    """Train ``config.repeats`` repetitions with seeds seed, seed + 1, ...; with
+    ``shots``, that many for every k of the grid (k outer, seeds inner). The data are
+    decoded once. Returns the run folders, in that order. given: the fields the
     command line set (``config.given_fields``), for resuming (``run_training``)."""
     data = prepare_data(config, log)
-    return [run_training(dataclasses.replace(config, seed=config.seed + number), data, log,
-                         given)
-            for number in range(config.repeats)]
+    if config.shots:
+        check_shots(config.shots, data)
+    grid = [(shot,) for shot in config.shots] if config.shots else [None]
+    return [run_training(dataclasses.replace(config, shots=shots, seed=config.seed + number),
+                         data, log, given)
+            for shots in grid for number in range(config.repeats)]
+
+
+def check_shots(shots, data):
+    """UserError, before any run, when the smallest class of the k-shot pool cannot
+    give the largest k of the grid besides its validation and test images."""
+    smallest = min_class_size([part.labels for part in data.parts.values()])
+    held_out = KShotSplit(None, 0)
+    needed = max((shot_count(shot) or 1) for shot in shots) + held_out.validation \
+        + held_out.test_images
+    if smallest < needed:
+        largest = max(shots, key=lambda shot: shot_count(shot) or 1)
+        raise UserError(
+            f"--shots {largest}: the smallest class has {smallest} images, and "
+            f"{shot_count(largest) or 1} training + {held_out.validation} validation + "
+            f"{held_out.test_images} test images per class are needed (largest k it "
+            f"allows: {smallest - needed + (shot_count(largest) or 1)})")

@@ -281,22 +281,30 @@ def write_reports(methods, out_dir, model_results=None):
             methods, model_results.heat_share, model_results.focus_area)
     out_dir = Path(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stem, table in tables.items():
-            for suffix, text in (("md", table.markdown()), ("tex", table.latex()),
-                                 ("csv", table.csv())):
-                (out_dir / f"{stem}.{suffix}").write_text(text)
+        write_tables(tables, out_dir)
         for method in methods:
             write_confusion(out_dir / f"confusion_{_slug(method.name)}.csv",
                             [score["confusion"] for score in scores[method.name]], class_names)
-        written = [("runs.csv", run_rows(methods, scores, corrupted_accuracy))]
+        write_rows(out_dir / "runs.csv", run_rows(methods, scores, corrupted_accuracy))
         if model_results is not None and model_results.corrupted:
-            written.append(("corruptions.csv", corruption_rows(model_results.corrupted)))
-        for name, rows in written:
-            with open(out_dir / name, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            write_rows(out_dir / "corruptions.csv", corruption_rows(model_results.corrupted))
     except OSError as error:
         raise UserError(f"cannot write the reports to {out_dir}: {error.strerror}") from None
     return tables
+
+
+def write_tables(tables, out_dir):
+    """Every table as ``<stem>.md``, ``.tex`` and ``.csv`` in ``out_dir`` (made)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stem, table in tables.items():
+        for suffix, text in (("md", table.markdown()), ("tex", table.latex()),
+                             ("csv", table.csv())):
+            (out_dir / f"{stem}.{suffix}").write_text(text)
+
+
+def write_rows(path, rows):
+    """Rows (dicts with the same keys) as a CSV file with a header."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

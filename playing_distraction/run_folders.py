@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import BACKBONE_FILE as BACKBONE
-from .config import TrainConfig
+from .config import TrainConfig, shot_count
 from .errors import UserError
 from .methods import flag
+from .splits import shots_tag
 from .storage import LOCK, PARTIAL, RunLock, atomic_path, read_json_object
 
 CONFIG = "config.json"
@@ -42,7 +43,10 @@ def run_name(config):
     <dataset>-<method tag>-<backbone>-seed<seed> (``TrainConfig.method_tag``)."""
     if config.run_name is None:
         return config.default_run_name
-    return config.run_name if config.repeats == 1 else f"{config.run_name}-seed{config.seed}"
+    name = config.run_name
+    if config.shots:  # a run of the k-shot grid
+        name += f"-{shots_tag(shot_count(config.shots[0]))}"
+    return name if config.repeats == 1 else f"{name}-seed{config.seed}"
 
 
 def open_run_dir(config, log=None):
@@ -121,8 +125,8 @@ def _resume_state(run_dir, config):
         return "new"  # made, but interrupted before its config.json was written
     saved = saved_config(run_dir)
     # A flag added since the run started (absent from its config) counts as
-    # unchanged at its default value.
-    defaults = TrainConfig().to_dict()
+    # unchanged at its default value (``from_dict``: the optimizer settings of then).
+    defaults = TrainConfig.from_dict({}).to_dict()
     changed = sorted(key for key, value in config.to_dict().items()
                      if key not in RESUMABLE_CHANGES
                      and json.loads(json.dumps(value)) != saved.get(key, defaults[key]))

@@ -38,6 +38,28 @@ class Run:
     def seed(self):
         return self.config["seed"]
 
+    @property
+    def k_shot(self):
+        """The run is one of a k-shot grid (``splits.KShotSplit``)."""
+        split = self.config.get("split")
+        return isinstance(split, dict) and split.get("kind") == "k-shot"
+
+    @property
+    def shots(self):
+        """Its k (None: all) in a k-shot grid."""
+        return self.config["split"].get("shots") if self.k_shot else None
+
+    @property
+    def key(self):
+        """What pairs runs of two methods: the seed, and k in a k-shot grid (one seed
+        draws the same test images at every k, but k changes the training set)."""
+        return (self.shots, self.seed) if self.k_shot else self.seed
+
+    def describe_key(self):
+        if not self.k_shot:
+            return f"seed {self.seed}"
+        return f"seed {self.seed} and k = {'all' if self.shots is None else self.shots}"
+
     def scores(self):
         return classification_metrics(self.labels, self.probabilities)
 
@@ -243,24 +265,34 @@ def runs_by_seed(method):
     re-run kept beside the first) are an error, as the t-test could not pair them."""
     indices = {}
     for index, run in enumerate(method.runs):
-        if run.seed in indices:
-            first = method.runs[indices[run.seed]]
+        if run.key in indices:
+            first = method.runs[indices[run.key]]
             raise UserError(f"{first.path} and {run.path} are both {method.name} runs with "
-                            f"seed {run.seed}; the paired t-test pairs runs by seed: give one "
-                            "run per seed")
-        indices[run.seed] = index
+                            f"{run.describe_key()}; the paired t-test pairs runs by seed: give "
+                            "one run per seed")
+        indices[run.key] = index
     return indices
 
 
 def _check_comparable(runs):
+    """One dataset and class list, and one protocol; the same test images for every run
+    (the official split), or for every run of one seed (a k-shot grid, whose draw
+    depends on the seed only)."""
     first = runs[0]
-    for run in runs[1:]:
+    tested = {}
+    for run in runs:
         for key, what in (("dataset", "datasets"), ("class_names", "class lists")):
             if run.config.get(key) != first.config.get(key):
                 raise UserError(f"{run.path} and {first.path} have different {what}; "
                                 "compare runs of one dataset")
-        if run.items != first.items or not np.array_equal(run.labels, first.labels):
-            raise UserError(f"{run.path} and {first.path} were tested on different images")
+        if run.k_shot != first.k_shot:
+            grid = run if run.k_shot else first
+            other = first if run.k_shot else run
+            raise UserError(f"{grid.path} is a k-shot run (--shots), {other.path} is not; "
+                            "compare runs of one protocol")
+        same = tested.setdefault(run.seed if run.k_shot else None, run)
+        if run.items != same.items or not np.array_equal(run.labels, same.labels):
+            raise UserError(f"{run.path} and {same.path} were tested on different images")
 
 
 # ------------------------------------------------------------------ saved models

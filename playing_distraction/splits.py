@@ -95,21 +95,25 @@ def split_by_events(part, fractions, seed, source="the manifest"):
 
 def k_shot_split(labels, k, seed, validation=5, test=5):
     """k training, ``validation`` validation and ``test`` test images of every class,
-    drawn without replacement (the few-shot protocol of PAPERS.md §2). Returns three
+    drawn without replacement (the few-shot protocol of PAPERS.md §2): per class one
+    seeded permutation, whose first images are the validation ones, the next the test
+    ones and the following k the training ones (k None: all the rest). Returns three
     disjoint sorted index arrays; a class with too few images is an error."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     chosen = ([], [], [])
+    held_out = validation + test
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        if len(members) < k + validation + test:
+        if len(members) < (k or 1) + held_out:
             raise UserError(
-                f"class {label} has {len(members)} images; {k}-shot needs "
-                f"{k} + {validation} + {test}")
+                f"--shots {k or 'all'}: class {label} has {len(members)} images, and "
+                f"{'all' if k is None else k}-shot needs {k or 1} + {validation} + {test}")
         drawn = rng.permutation(members)
-        for target, (start, stop) in zip(chosen, ((0, k), (k, k + validation),
-                                                  (k + validation, k + validation + test))):
-            target.append(drawn[start:stop])
+        stop = len(drawn) if k is None else held_out + k
+        for target, part in zip(chosen, (drawn[held_out:stop], drawn[:validation],
+                                         drawn[validation:held_out])):
+            target.append(part)
     return tuple(np.sort(np.concatenate(group)) for group in chosen)
 
 
@@ -198,7 +202,85 @@ class OfficialSplit:
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
 
-SPLITS = {cls.kind: cls for cls in (OfficialSplit,)}
+# The parts a k-shot pool is made of, in this order.
+POOL_PARTS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class KShotSplit:
+    """The k-shot protocol of the hallucinated-saliency paper (Sec. 4.1; PAPERS.md §2):
+    the pool of a class is all of its images (the dataset's parts together, as the
+    protocol makes its own test split); per seed, ``validation`` and ``test`` images of
+    every class are drawn first, then ``shots`` training images from the rest (None:
+    all the rest, the paper's "K").
+
+    The draw is one seeded permutation per class, so for one seed the test and
+    validation images are the same at every k, and the training images of a smaller
+    k are among those of a larger one. Items are named ``<part>:<item>``, since the
+    pool spans parts whose items may share names.
+    """
+
+    shots: int | None
+    seed: int
+    validation: int = 5
+    test_images: int = 5
+
+    kind: typing.ClassVar[str] = "k-shot"
+    test_parts: typing.ClassVar[tuple] = POOL_PARTS
+
+    def assign(self, parts):
+        pool = _Pool(parts)
+        train, validation, test = self._draw(pool.labels)
+        return {"train": (pool.take(train), None), "validation": (pool.take(validation), None),
+                "test": (pool.take(test), None)}
+
+    def test(self, parts):
+        pool = _Pool(parts)
+        return pool.take(self._draw(pool.labels)[2]), None
+
+    def _draw(self, labels):
+        return k_shot_split(labels, self.shots, self.seed, self.validation, self.test_images)
+
+    def to_dict(self):
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+
+class _Pool:
+    """The decoded parts ({name: ``pipeline.Prepared``}) seen as one, in ``POOL_PARTS``
+    order; ``take`` copies only the images it takes, and names items
+    ``<part>:<item>``."""
+
+    def __init__(self, parts):
+        self.parts = [(name, parts[name]) for name in POOL_PARTS if name in parts]
+        self.labels = np.concatenate([part.labels for _, part in self.parts])
+        self.starts = np.cumsum([0] + [len(part.labels) for _, part in self.parts])
+
+    def take(self, indices):
+        pieces = []
+        for (name, part), start, stop in zip(self.parts, self.starts, self.starts[1:]):
+            inside = indices[(indices >= start) & (indices < stop)] - start
+            if len(inside):
+                taken = part.take(inside)
+                taken.items = np.asarray([f"{name}:{item}" for item in taken.items], object)
+                pieces.append(taken)
+        first = pieces[0]
+        return type(first)(np.concatenate([piece.images for piece in pieces]),
+                           np.concatenate([piece.labels for piece in pieces]), [],
+                           np.concatenate([piece.items for piece in pieces]))
+
+
+def shots_tag(shots):
+    """The run-name part of a k-shot run: ``k5``, or ``kall``."""
+    return f"k{'all' if shots is None else shots}"
+
+
+def min_class_size(label_arrays):
+    """The image count of the smallest class over all the given label arrays together."""
+    counts = np.bincount(np.concatenate([np.asarray(labels) for labels in label_arrays]))
+    return int(counts[counts > 0].min())
+
+
+SPLITS = {cls.kind: cls for cls in (OfficialSplit, KShotSplit)}
 
 
 def split_of_run(config):

@@ -12,31 +12,35 @@ import keras
 import numpy as np
 from scipy.special import logsumexp
 
-from .backbones import build_classifier, file_sha256, get_backbone, save_backbone, weights_file
+from .backbones import file_sha256, get_backbone, save_backbone, weights_file
 from .checkpoints import checkpoint_name
+from .config import shot_count
 from .distribute import SyncBatchNormalization, make_strategy, with_batchnorm
 from .errors import UserError
 from .run_folders import (BACKBONE, CONFIG, METRICS, MODEL, PREDICTIONS, open_run_dir,
                           resumed, write_predictions)
 from .storage import atomic_path, write_json
-from .splits import OfficialSplit
+from .splits import KShotSplit, OfficialSplit
 from .stages import make_split_dataset, run_stage, switch
 
 
-def build_model(config, num_classes):
-    """The classifier and the model to fit: what the chosen method's ``build`` makes of
-    the classifier (``methods.py``) - the classifier itself for plain training, or a
-    training scheme - with the add-ons' settings.
+def build_model(config, num_classes, class_names=None):
+    """The classifier and the model to fit: the chosen method's classifier (``methods.py``:
+    the plain one, or e.g. a modulated one) and what its ``build`` makes of it - the
+    classifier itself for plain training, or a training scheme - with the add-ons'
+    settings. class_names: the run's classes in label order (default: their numbers).
 
     Under a distribution strategy with ``sync_batchnorm``, the classifier's
     BatchNormalization layers are ``SyncBatchNormalization`` (see ``distribute.py``);
     ``saved_classifier`` turns them back.
     """
-    classifier = build_classifier(config.backbone, num_classes, config.image_size, config.weights)
+    options = config.method_options()
+    names = tuple(class_names) if class_names is not None else tuple(map(str, range(num_classes)))
+    classifier = options.classifier(config, num_classes, names)
     if config.strategy != "none" and config.sync_batchnorm:
         classifier = with_batchnorm(classifier, SyncBatchNormalization)
     try:
-        model = config.method_options().build(classifier, config, **config.scheme_kwargs())
+        model = options.build(classifier, config, **config.scheme_kwargs())
     except ValueError as error:
         raise UserError(str(error)) from None
     return classifier, model
@@ -62,18 +66,25 @@ def run_training(config, data, log=print, given=None):
     config = dataclasses.replace(config, classes=data.classes)
     if config.resume and given is not None:
         config = resumed(config, given, log)
-    split = OfficialSplit.from_config(config.to_dict())  # recorded in its config.json
+    split = split_of_config(config)  # recorded in its config.json
     splits = split.assign(data.parts)
+    if config.shots and _count(splits["train"]) < config.batch_size:
+        # A k-shot grid's small k: one batch of every training image.
+        config = dataclasses.replace(config, batch_size=_count(splits["train"]))
+        if log:
+            log(f"--shots {config.shots[0]}: --batch-size cut to the "
+                f"{config.batch_size} training images")
     strategy = make_strategy(config.strategy)
     steps = steps_per_epoch(config, _count(splits["train"]), strategy.num_replicas_in_sync)
-    stages = config.method_options().stages(config)
+    options = config.method_options()
+    stages = options.stages(config)
     checkpoints = [checkpoint_name(index, stage.name) for index, stage in enumerate(stages)]
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if switch(config.mixed_precision) else "float32")
     try:
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
-            classifier, model = build_model(config, len(data.class_names))
+            classifier, model = build_model(config, len(data.class_names), data.class_names)
         # The folder is made only once data and model are known to be good, so a
         # user error leaves nothing behind; it stays locked while this process
         # trains in it.
@@ -87,11 +98,15 @@ def run_training(config, data, log=print, given=None):
                 write_json(run_dir / CONFIG, config.to_dict() | {
                     "run_name": run_dir.name, "class_names": list(data.class_names),
                     "data_path": str(data.path), "split": split.to_dict(),
-                    "weights_sha256": _weights_sha256(config)})
+                    "weights_sha256": _weights_sha256(config)} | options.record())
+            # The stages freeze what they do not train; the saved classifier trains whole.
+            trainable = {layer.name: layer.trainable for layer in classifier.layers}
             histories = [run_stage(model, config, stage, index, splits, steps, run_dir,
                                    strategy, resuming=state == "resume",
                                    last=index == len(stages) - 1, log=log)
                          for index, stage in enumerate(stages)]
+            for layer in classifier.layers:
+                layer.trainable = trainable[layer.name]
             # The predictions come from the model that is saved, on one device.
             classifier = saved_classifier(classifier)
             test_part, test_indices = splits["test"]
@@ -103,6 +118,9 @@ def run_training(config, data, log=print, given=None):
                 classifier.save(temporary)
             with atomic_path(run_dir / BACKBONE, classifier.count_params() * 4) as temporary:
                 save_backbone(classifier, config.backbone, temporary)
+            for name, write in options.files(config).items():
+                with atomic_path(run_dir / name, classifier.count_params() * 4) as temporary:
+                    write(classifier, temporary)
             metrics = write_test_results(run_dir, test_part, logits) | {
                 "test_images": _count(splits["test"]),
                 "train_images": _count(splits["train"]),
@@ -118,6 +136,14 @@ def run_training(config, data, log=print, given=None):
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return run_dir
+
+
+def split_of_config(config):
+    """The split a run's config asks for: a k-shot draw of its one --shots value, or the
+    official split."""
+    if config.shots:
+        return KShotSplit(shot_count(config.shots[0]), config.seed)
+    return OfficialSplit.from_config(config.to_dict())
 
 
 def steps_per_epoch(config, train_images, replicas):

@@ -63,6 +63,14 @@ def test_goals_judge_the_worst_row():
     assert results["memory_step"] == (1.0, True)
 
 
+def test_the_saliency_goal_is_judged_on_full_size_backbones_only():
+    rows = [{"backbone": "small_cnn", "step_saliency": 1.6},
+            {"backbone": "resnet50", "step_saliency": 1.18}]
+    results = {key: (worst, met) for key, _, _, worst, met in bench.goals(rows)}
+    assert results["step_saliency"] == (1.18, True)
+    assert bench.goals(rows[:1])[-1][3:] == (None, None)  # small_cnn alone: no figure
+
+
 def test_interleave_rotates_the_order_and_times_every_call():
     order = []
     functions = {name: (lambda name=name: order.append(name)) for name in "abc"}
@@ -92,7 +100,9 @@ def test_bench_runs_and_writes_its_report(tmp_path, capsys):
     report = json.loads((tmp_path / "bench.json").read_text())
     (row,) = report["rows"]
     assert (row["backbone"], row["batch_size"], row["jit_compile"]) == ("small_cnn", 4, False)
-    assert len(row["seconds"]) == 7 and min(row["seconds"].values()) > 0
+    assert len(row["seconds"]) == 8 and min(row["seconds"].values()) > 0
+    assert row["step_saliency"] == pytest.approx(row["seconds"]["saliency"]
+                                                 / row["seconds"]["plain"])
     # The BFC allocator was turned on, so memory was measured on this CPU.
     (plain_before, plain_peak), (occluded_before, occluded_peak) = row["memory_bytes"].values()
     assert plain_peak > plain_before >= 0 and occluded_peak > occluded_before >= 0

@@ -60,7 +60,7 @@ def build(method, hnc, **settings):
     say otherwise."""
     config = TrainConfig(
         method=method, backbone="small_cnn", weights="none", image_size=SIZE,
-        hnc=hnc or "none", optimizer="sgd", momentum=0.0, learning_rate=0.01,
+        hnc=hnc or "none", optimizer="sgd", momentum=0.0, learning_rate=0.01, weight_decay=0.0,
         **{"jit_compile": "off", **settings},
     ).resolved().for_classes(NUM_CLASSES)
     keras.utils.set_random_seed(config.seed)

@@ -99,7 +99,7 @@ def test_build_model_uses_sync_batchnorm_only_under_a_strategy():
     for strategy, sync, expected in (("none", True, keras.layers.BatchNormalization),
                                      ("mirrored", True, SyncBatchNormalization),
                                      ("mirrored", False, keras.layers.BatchNormalization)):
-        config = TrainConfig(strategy=strategy, sync_batchnorm=sync, **base)
+        config = TrainConfig(strategy=strategy, sync_batchnorm=sync, **base).resolved()
         classifier, scheme = build_model(config, 3)
         assert {type(layer) for layer in _batchnorms(classifier)} == {expected}
         assert scheme.classifier is classifier
@@ -108,9 +108,9 @@ def test_build_model_uses_sync_batchnorm_only_under_a_strategy():
 def test_compile_leaves_xla_off_under_a_strategy_and_passes_steps_per_execution():
     model = make_classifier()
     compile_model(model, TrainConfig(strategy="mirrored", jit_compile="auto",
-                                     steps_per_execution=4))
+                                     steps_per_execution=4).resolved())
     assert model.jit_compile is False and model.steps_per_execution == 4
-    compile_model(model, TrainConfig(jit_compile="on"))
+    compile_model(model, TrainConfig(jit_compile="on").resolved())
     assert model.jit_compile is True
 
 

@@ -39,7 +39,8 @@ def reference_maps(model, images, classes, layer):
 
 
 # Sizes that give 3x3 (or larger) final maps, so the maps are not trivially constant.
-SIZES = {"resnet50": 96, "inception_v3": 139, "densenet121": 96, "small_cnn": 32}
+SIZES = {"resnet50": 96, "resnet152": 96, "inception_v3": 139, "densenet121": 96,
+         "small_cnn": 32}
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
