@@ -67,20 +67,38 @@ def evaluate_main(argv=None):
         return _fail("evaluate.py", "interrupted", 130)
 
 
-def _evaluate_k_shot(methods, out_dir, prog):
-    """evaluate.py on the runs of a k-shot grid: Tables 1-2 of the saliency paper."""
+def _evaluate_k_shot(methods, args, prog):
+    """evaluate.py on the runs of a k-shot grid: Tables 1-2 of the saliency paper, and
+    the saliency figures (Tables 3-4) unless --no-models."""
     from .kshot_reports import FIGURE, write_kshot_reports
 
     try:
-        tables = write_kshot_reports(methods, out_dir)
+        tables = write_kshot_reports(methods, args.out_dir)
+        figures = [] if args.no_models else _saliency_figures(methods, args)
     except UserError as error:
         return _fail(prog, error, 1)
     for table in tables.values():
         print(table.markdown())
-    print(f"tables written to {out_dir}/: {', '.join(tables)} (.md, .tex, .csv), runs.csv "
-          f"and {FIGURE}; robustness and inspection are made for runs of the official split "
-          "only (every seed of a k-shot grid has its own test set)")
+    print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
+          f"runs.csv, {FIGURE}{''.join(f', {path.name}' for path in figures)}; robustness "
+          "and inspection are made for runs of the official split only (every seed of a "
+          "k-shot grid has its own test set)")
     return 0
+
+
+def _saliency_figures(methods, args):
+    """The saliency methods' figures against the baseline (``saliency_figures``)."""
+    from .saliency_figures import is_saliency
+
+    if args.figure_images == 0 or not any(map(is_saliency, methods[1:])):
+        return []
+    from .runs import check_saved_models
+
+    check_saved_models(methods)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .saliency_figures import write_saliency_figures
+
+    return write_saliency_figures(methods, Path(args.out_dir), args.figure_images, log=print)
 
 
 def _evaluate(argv):
@@ -118,7 +136,7 @@ def _evaluate(argv):
     try:
         methods = load_methods(args.baseline, args.method)
         if methods[0].runs[0].k_shot:
-            return _evaluate_k_shot(methods, args.out_dir, prog)
+            return _evaluate_k_shot(methods, args, prog)
         model_results = None
         if not args.no_models:
             # A damaged model.keras is found before TensorFlow is imported, and before
@@ -131,6 +149,7 @@ def _evaluate(argv):
                 methods, args.erase_seed, Path(args.out_dir) / "gradcam.png",
                 args.figure_images, log=print, corruptions=args.corruptions, checked=True)
         tables = write_reports(methods, args.out_dir, model_results)
+        figures = [] if args.no_models else _saliency_figures(methods, args)
     except UserError as error:
         return _fail(prog, error, 1)
     except OSError as error:
@@ -139,7 +158,8 @@ def _evaluate(argv):
         if stem not in UNPRINTED_TABLES:
             print(table.markdown())
     rows = ", corruptions.csv" if model_results is not None and model_results.corrupted else ""
-    figure = " and gradcam.png" if model_results is not None and model_results.figure else ""
+    figure = ", gradcam.png" if model_results is not None and model_results.figure else ""
+    figure += "".join(f", {path.name}" for path in figures)
     print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
           f"runs.csv{rows}, confusion_<method>.csv{figure}")
     return 0

@@ -356,8 +356,10 @@ class Saliency(Method):
         "(default) fine-tunes on the target set", choices=(1, 2))
     saliency_source: str | None = option(
         None, "saliency step 1: the source classifier, a finished run folder trained on "
-        "this dataset and these classes (a baseline run, say) or its model.keras; its "
-        "backbone and head stay as they are", metavar="RUN")
+        "this dataset and these classes (a baseline run, say) or its model.keras, or "
+        "'imagenet': the backbone's keras.applications ImageNet classifier, for a source set "
+        "of the 1,000 ImageNet classes in Keras' order; its backbone and head stay as they "
+        "are", metavar="RUN")
     saliency_branch: str | None = option(
         None, "saliency step 2: the step-1 run folder, or its saliency_branch.weights.h5 "
         "(default: a branch from scratch, the 'RGB + scratch SAL' baseline)", metavar="RUN")
@@ -403,6 +405,8 @@ class Saliency(Method):
         for name, inside in (("saliency_source", "model.keras"),
                              ("saliency_branch", BRANCH_FILE)):
             path = getattr(self, name)
+            if name == "saliency_source" and path == "imagenet":
+                continue
             if path is not None and not os.path.isfile(_file_in(path, inside)):
                 raise ValueError(f"{flag(name)} {path}: no such file"
                                  + ("" if path.endswith((".keras", ".h5")) else
@@ -422,8 +426,8 @@ class Saliency(Method):
         step = self.saliency_step or 2
         return dataclasses.replace(
             self, saliency_step=step,
-            saliency_source=self.saliency_source and _file_in(self.saliency_source,
-                                                              "model.keras"),
+            saliency_source=(self.saliency_source if self.saliency_source in (None, "imagenet")
+                             else _file_in(self.saliency_source, "model.keras")),
             saliency_branch=self.saliency_branch and _file_in(self.saliency_branch,
                                                               BRANCH_FILE),
             approach=(self.approach or "B") if step == 2 else None,
@@ -481,7 +485,7 @@ class Saliency(Method):
     def record(self):
         return {f"{name}_sha256": _sha256(getattr(self, name))
                 for name in ("saliency_source", "saliency_branch")
-                if getattr(self, name) is not None}
+                if getattr(self, name) not in (None, "imagenet")}
 
     def files(self, config):
         from .modulated import save_branch

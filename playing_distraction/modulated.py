@@ -9,9 +9,11 @@ layer, and the plain weights are copied over by layer name. So every layer keeps
 name, Grad-CAM and every other method work on it, and it saves as a ``.keras`` file
 that loads after ``import playing_distraction``.
 
-The branch sees the [0, 1] image itself, not the backbone's preprocessed input: the
-same input for every backbone, whatever its preprocessing mode (a decision the paper
-leaves open; its AlexNet branch and RGB branch share one input).
+The branch sees the image as the backbone sees it, after the backbone's own
+preprocessing, as the paper's two branches share one input: for the ResNets, the
+mean-subtracted 0-255 BGR image of Caffe, AlexNet's own input. (The scale matters: the
+branch is a ReLU network without biases at its Glorot start, so its map scales with
+its input; on [0, 1] images it would start about 255 times weaker.)
 
 The branch's weights are kept in their own file (``BRANCH_FILE``, written by every
 saliency run), which names the backbone, fusion layer, branch shape and image size
@@ -32,6 +34,9 @@ from .layers import SaliencyBranch, SaliencyModulation
 
 BRANCH = "saliency_branch"
 MODULATION = "saliency_modulation"
+# --saliency-source of the keras.applications ImageNet classifier.
+IMAGENET = "imagenet"
+IMAGENET_CLASSES = 1000
 # The layers of the plain classifier around its backbone (``backbones.build_classifier``).
 _NOT_BACKBONE = ("image", "preprocess", "head_pool", "logits")
 # HDF5 attributes of a branch file: what the branch must fit.
@@ -70,9 +75,9 @@ def modulated_classifier(classifier, fusion_layer, conv_layers=4, shape="alexnet
     images = []
 
     def call(layer, *args, **kwargs):
-        if not images:  # the first layer called after the input: the image
-            images.append(args[0])
         output = layer(*args, **kwargs)
+        if layer.name == "preprocess":  # the image as the backbone sees it
+            images.append(output)
         if layer.name == fusion_layer:
             output = SaliencyModulation(name=MODULATION)([output, branch(images[0])])
         return output
@@ -213,6 +218,8 @@ def source_classifier(path, config, num_classes, class_names):
     config.json says - other classes."""
     from .runs import damaged_model, saved_model_problem
 
+    if path == IMAGENET:
+        return imagenet_classifier(config, num_classes)
     problem = saved_model_problem(path)
     if problem:
         raise damaged_model(path, problem)
@@ -246,6 +253,31 @@ def source_classifier(path, config, num_classes, class_names):
         raise UserError(f"{flag} was trained on other classes ({', '.join(map(str, names))}) "
                         f"than this run's ({', '.join(map(str, class_names))}), or in "
                         "another order")
+    return model
+
+
+def imagenet_classifier(config, num_classes):
+    """The backbone's ``keras.applications`` ImageNet classifier as a classifier of this
+    toolkit: ImageNet backbone weights and the application's own top (its 1,000-class
+    Dense layer) as the head. The source set's classes must be ImageNet's, in Keras'
+    order (sorted WordNet ids, as ``--dataset folder`` lists ``n01440764``, ...)."""
+    from .backbones import _first_line, build_classifier, get_backbone
+
+    spec = get_backbone(config.backbone)
+    flag = f"--saliency-source {IMAGENET}"
+    if not spec.has_imagenet_weights:
+        raise UserError(f"{flag}: backbone {spec.name} has no ImageNet weights")
+    if num_classes != IMAGENET_CLASSES:
+        raise UserError(f"{flag} needs the {IMAGENET_CLASSES} ImageNet classes as the source "
+                        f"set, in Keras' order; this one has {num_classes}")
+    model = build_classifier(spec.name, num_classes, config.image_size, "imagenet")
+    application = getattr(keras.applications, spec.application)
+    try:
+        top = application(include_top=True, weights="imagenet").layers[-1]
+    except Exception as error:  # a failed download or file: one line, as build_classifier
+        raise UserError(f"{flag}: cannot get the ImageNet classifier of {spec.name} "
+                        f"({_first_line(error)})") from None
+    model.get_layer("logits").set_weights(top.get_weights())
     return model
 
 

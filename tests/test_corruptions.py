@@ -270,7 +270,7 @@ def test_a_registered_corruption_adds_its_tables_columns_and_rows_and_nothing_el
     assert after_out.splitlines()[-1] == (
         f"tables written to {after}/: metrics, per_class_tpr, cost, robustness, "
         "left_blank_half, left_blank_quarter, inspection (.md, .tex, .csv), runs.csv, "
-        "corruptions.csv, confusion_<method>.csv and gradcam.png")
+        "corruptions.csv, confusion_<method>.csv, gradcam.png")
 
     # The numbers: the saved models on the blanked test images, scored by scikit-learn.
     runs_csv = {row["run"]: row for row in read_csv(after / "runs.csv")}

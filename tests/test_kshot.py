@@ -179,7 +179,7 @@ def test_evaluate_renders_the_k_shot_table_from_each_runs_own_test_set(fashion_d
     assert train_main(["--dataset", "fashion-mnist", "--data-dir", str(fashion_dir),
                        "--epochs", "1", "--batch-size", "2", "--verbose", "0",
                        "--out-dir", str(out), "--jit-compile", "off", "--classes", "0", "1",
-                       "2", "--method", "saliency", *grid]) == 0
+                       "2", "--method", "saliency", "--learning-rate", "0.05", *grid]) == 0
     capsys.readouterr()
     reports = tmp_path / "reports"
     assert evaluate_main(["--baseline", *map(str, sorted(out.glob("*-none-*"))),
@@ -209,6 +209,24 @@ def test_evaluate_renders_the_k_shot_table_from_each_runs_own_test_set(fashion_d
         assert table[name]["AVG"] == f"{np.mean(averages):.1f} ± {np.std(averages, ddof=1):.1f}"
     with open(reports / "runs.csv", newline="") as handle:
         assert sorted(row["shots"] for row in csv.DictReader(handle)) == ["1"] * 4 + ["all"] * 4
+
+    # The saliency figures: a file for each kind that has an example in some pair of runs.
+    def verdicts(run):
+        with open(run / "predictions.csv", newline="") as handle:
+            return np.array([row["label"] == row["prediction"] for row in csv.DictReader(handle)])
+
+    better = worse = False
+    for k in ("k1", "kall"):
+        for seed in (0, 1):
+            ours = verdicts(out / f"fashion-mnist-c0.1.2-{k}-saliency-scratch-small_cnn-seed{seed}")
+            theirs = verdicts(out / f"fashion-mnist-c0.1.2-{k}-none-small_cnn-seed{seed}")
+            better |= bool(np.any(ours & ~theirs))
+            worse |= bool(np.any(~ours & theirs))
+    assert better or worse  # else the check below would prove nothing
+    for kind, expected in (("better", better), ("worse", worse)):
+        path = reports / f"saliency_RGB___scratch_SAL_{kind}.png"
+        assert path.is_file() == expected, kind
+        assert not expected or f", {path.name}" in printed
 
 
 def test_evaluate_refuses_to_mix_a_k_shot_grid_with_official_runs(fashion_dir, tmp_path,

@@ -405,3 +405,49 @@ def test_a_resumed_step_2_run_keeps_its_step_1_file(fashion_dir, tmp_path):
     config = TrainConfig.from_dict(json.loads(
         (out / "fashion-mnist-c0.2.3-saliencyB-small_cnn-seed0" / "config.json").read_text()))
     assert config.saliency_branch == str(path)
+
+
+def test_step_1_can_start_from_the_keras_applications_imagenet_classifier(monkeypatch):
+    # No download here: the application builds with random weights, as if they were
+    # ImageNet's; what is checked is where they go.
+    made = {}
+    original = keras.applications.ResNet50
+    monkeypatch.setattr(keras.applications, "ResNet50",
+                        lambda **kwargs: _unwrapped(original, made, kwargs))
+    config = TrainConfig(method="saliency", saliency_step=1, saliency_source="imagenet",
+                         backbone="resnet50", image_size=75, dataset="fashion-mnist",
+                         jit_compile="off").resolved()
+    classifier, _ = build_model(config, 1000)
+    np.testing.assert_array_equal(classifier.get_layer("logits").get_weights()[0],
+                                  made["top"].layers[-1].get_weights()[0])
+    np.testing.assert_array_equal(classifier.get_layer("conv1_conv").get_weights()[0],
+                                  made["features"].get_layer("conv1_conv").get_weights()[0])
+    assert classifier.get_layer(BRANCH) is not None
+    with pytest.raises(UserError, match="--saliency-source imagenet needs the 1000 ImageNet "
+                                        "classes as the source set, in Keras' order; this one "
+                                        "has 3"):
+        build_model(config, 3)
+
+
+def _unwrapped(original, made, kwargs):
+    keras.utils.set_random_seed(7 if kwargs.get("include_top") else 8)
+    model = original(**{**kwargs, "weights": None})
+    made["top" if kwargs.get("include_top") else "features"] = model
+    return model
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--fusion-layer", "nowhere"],
+     "train.py: error: --fusion-layer nowhere: small_cnn_classifier has no layer of that name"),
+    (["--fusion-layer", "logits"], "train.py: error: --fusion-layer logits: not a layer of "
+                                   "the backbone"),
+    (["--saliency-shape", "alexnet"], "train.py: error: --image-size 32 is too small for a "
+                                      "4-layer alexnet saliency branch (try --saliency-shape "
+                                      "narrow or fewer --saliency-convs)"),
+])
+def test_a_fusion_layer_or_branch_that_does_not_fit_is_one_line_and_no_run(
+        fashion_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "models"
+    assert train(fashion_dir, out, "--method", "saliency", *argv) == 1
+    assert capsys.readouterr().err.strip() == message
+    assert not out.exists()
