@@ -229,12 +229,11 @@ class SharedConfig:
     def resolved(self):
         """A copy with every None default filled in, checked; ValueError names the flag."""
         self.check()
-        options = self.method_options()
-        options.check_shared(self)
+        method = self.method_options()
+        method.check_shared(self)
         dataset = get_dataset_spec(self.dataset)
         backbone = get_backbone(self.backbone or dataset.default_backbone)
-        weights = self.weights or options.default_weights() or backbone.default_weights
-        method = METHODS[self.method]
+        weights = self.weights or method.default_weights() or backbone.default_weights
         shared = {name: getattr(self, name) if getattr(self, name) is not None
                   else method.shared_defaults.get(name, default)
                   for name, default in _OPTIMIZATION_DEFAULTS.items()}

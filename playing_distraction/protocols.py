@@ -71,13 +71,14 @@ def check_shots(shots, data):
     """UserError, before any run, when the smallest class of the k-shot pool cannot
     give the largest k of the grid besides its validation and test images."""
     smallest = min_class_size([part.labels for part in data.parts.values()])
-    held_out = KShotSplit(None, 0)
-    needed = max((shot_count(shot) or 1) for shot in shots) + held_out.validation \
-        + held_out.test_images
+    split = KShotSplit(None, 0)
+    held_out = split.validation + split.test_images
+    largest = max(shots, key=lambda shot: shot_count(shot) or 1)  # "all": at least 1
+    needed = (shot_count(largest) or 1) + held_out
     if smallest < needed:
-        largest = max(shots, key=lambda shot: shot_count(shot) or 1)
+        allowed = (f"largest k it allows: {smallest - held_out}" if smallest > held_out
+                   else "no k fits")
         raise UserError(
             f"--shots {largest}: the smallest class has {smallest} images, and "
-            f"{shot_count(largest) or 1} training + {held_out.validation} validation + "
-            f"{held_out.test_images} test images per class are needed (largest k it "
-            f"allows: {smallest - needed + (shot_count(largest) or 1)})")
+            f"{shot_count(largest) or 1} training + {split.validation} validation + "
+            f"{split.test_images} test images per class are needed ({allowed})")

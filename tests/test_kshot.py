@@ -257,3 +257,19 @@ def test_a_batch_larger_than_a_small_k_is_cut_to_the_training_images(fashion_dir
     # Finished, skipped: the cut is no conflict.
     assert train_main([*argv, "--resume", "--verbose", "2"]) == 0
     assert "finished before" in capsys.readouterr().out
+
+
+def test_a_pool_too_small_for_any_k_says_so(fashion_dir, tmp_path, capsys):
+    from playing_distraction.protocols import check_shots
+
+    class Data:
+        parts = {"train": Prepared(None, np.repeat(np.arange(3), 6), [], None),
+                 "test": Prepared(None, np.repeat(np.arange(3), 4), [], None)}
+
+    with pytest.raises(Exception, match=r"\(no k fits\)"):  # 10: none left to train on
+        check_shots(("all",), Data)
+    Data.parts["test"] = Prepared(None, np.repeat(np.arange(3), 3), [], None)
+    with pytest.raises(Exception, match=r"--shots 1: the smallest class has 9 images, and 1 "
+                                        r"training \+ 5 validation \+ 5 test images per class "
+                                        r"are needed \(no k fits\)"):
+        check_shots(("1", "all"), Data)

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import make_classifier, structured_images
+from test_resume import history_rows, interrupt_after
 
 from playing_distraction.backbones import BACKBONES, build_classifier, save_backbone
 from playing_distraction.cli import train_main
@@ -451,3 +452,24 @@ def test_a_fusion_layer_or_branch_that_does_not_fit_is_one_line_and_no_run(
     assert train(fashion_dir, out, "--method", "saliency", *argv) == 1
     assert capsys.readouterr().err.strip() == message
     assert not out.exists()
+
+
+def test_an_interrupted_step_1_run_resumes_to_the_same_result(fashion_dir, tmp_path,
+                                                              monkeypatch):
+    """Only the branch trains, so the checkpoint's optimizer holds its variables alone."""
+    source = tmp_path / "source"
+    assert train(fashion_dir, source, "--classes", "1", "5", "7", "--occlusion", "none") == 0
+    args = ("--classes", "1", "5", "7", "--method", "saliency", "--saliency-step", "1",
+            "--saliency-source", str(next(source.iterdir())), "--epochs", "3",
+            "--learning-rate", "0.01")
+    assert train(fashion_dir, tmp_path / "whole", *args) == 0
+    whole = next((tmp_path / "whole").iterdir())
+    with monkeypatch.context() as patch:
+        interrupt_after(0, patch)
+        assert train(fashion_dir, tmp_path / "cut", *args) == 130
+    run = tmp_path / "cut" / whole.name
+    assert train(fashion_dir, tmp_path / "cut", *args, "--resume") == 0
+    assert history_rows(run) == history_rows(whole)
+    assert (run / "predictions.csv").read_text() == (whole / "predictions.csv").read_text()
+    assert ((run / "saliency_branch.weights.h5").read_bytes()
+            == (whole / "saliency_branch.weights.h5").read_bytes())
