@@ -27,7 +27,6 @@ This module does not import TensorFlow.
 """
 
 import dataclasses
-import hashlib
 import os
 import typing
 
@@ -483,7 +482,9 @@ class Saliency(Method):
         return [Stage(trainable=freeze_branch if self.approach == "A" else None)]
 
     def record(self):
-        return {f"{name}_sha256": _sha256(getattr(self, name))
+        from .backbones import file_sha256
+
+        return {f"{name}_sha256": file_sha256(getattr(self, name))
                 for name in ("saliency_source", "saliency_branch")
                 if getattr(self, name) not in (None, "imagenet")}
 
@@ -499,11 +500,6 @@ class Saliency(Method):
 def _file_in(path, name):
     """``path`` itself, or the file ``name`` inside it if it is a folder."""
     return os.path.join(path, name) if os.path.isdir(path) else path
-
-
-def _sha256(path):
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ------------------------------------------------------------------ the add-ons

@@ -7,7 +7,7 @@ logits): the plain classifier's graph is re-traced (``keras.models.clone_model``
 with a ``SaliencyBranch`` on the image and a ``SaliencyModulation`` after the fusion
 layer, and the plain weights are copied over by layer name. So every layer keeps its
 name, Grad-CAM and every other method work on it, and it saves as a ``.keras`` file
-that loads after ``import playing_distraction``.
+that loads after ``import playing_distraction.layers`` (which registers the layers).
 
 The branch sees the image as the backbone sees it, after the backbone's own
 preprocessing, as the paper's two branches share one input: for the ResNets, the
@@ -20,12 +20,12 @@ saliency run), which names the backbone, fusion layer, branch shape and image si
 it fits in HDF5 attributes; step 2 starts from it.
 """
 
+import json
+from pathlib import Path
+
 import h5py
 import keras
 import numpy as np
-
-import json
-from pathlib import Path
 
 from .backbones import BACKBONE_ATTRIBUTE
 from .choices import BRANCH_FILE

@@ -193,6 +193,13 @@ def load_run(path):
         if not valid(value):
             raise _damaged(path / name, f"{key} must be {what}, not {value!r}")
     config, metrics = records["config.json"], records["metrics.json"]
+    split = config.get("split")
+    if isinstance(split, dict) and split.get("kind") == "k-shot":
+        shots = split.get("shots")
+        if not (shots is None or (_is_integer(shots) and shots > 0)):
+            raise _damaged(path / "config.json",
+                           f"its k-shot split's shots must be a positive integer or null, "
+                           f"not {shots!r}")
     predictions = path / "predictions.csv"
     items, labels, probabilities = read_predictions(predictions, len(config["class_names"]))
     # A file cut short at the end of a row reads well: its length gives it away.

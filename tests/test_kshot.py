@@ -273,3 +273,19 @@ def test_a_pool_too_small_for_any_k_says_so(fashion_dir, tmp_path, capsys):
                                         r"training \+ 5 validation \+ 5 test images per class "
                                         r"are needed \(no k fits\)"):
         check_shots(("1", "all"), Data)
+
+
+def test_a_k_shot_run_whose_recorded_k_is_damaged_is_one_line(fashion_dir, tmp_path, capsys):
+    from playing_distraction.cli import evaluate_main
+
+    out = tmp_path / "models"
+    assert train(fashion_dir, out, "--shots", "1") == 0
+    run = out / "fashion-mnist-c0.1.2-k1-none-small_cnn-seed0"
+    config = json.loads((run / "config.json").read_text())
+    config["split"]["shots"] = "one"
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert evaluate_main(["--baseline", str(run), "--out-dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "its k-shot split's shots must be a positive integer or null, not 'one'" in err
