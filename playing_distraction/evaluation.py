@@ -81,6 +81,21 @@ def load_test_images(run):
     return prepared
 
 
+class TestSets:
+    """The runs' test images (``load_test_images``), decoded once for all runs of one
+    image size, class list and split, which share them."""
+
+    def __init__(self):
+        self._decoded = {}
+
+    def of(self, run):
+        key = (run.config["image_size"], tuple(run.config.get("classes") or ()),
+               split_of_run(run.config))
+        if key not in self._decoded:
+            self._decoded[key] = load_test_images(run)
+        return self._decoded[key]
+
+
 def corrupted_probabilities(model, prepared, corruption, setting, seed, batch_size=32):
     """Class probabilities of ``model`` on the test set corrupted by ``corruption``
     (a ``corruptions.Corruption``) with ``setting``."""
@@ -194,7 +209,7 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
         check_saved_models(methods)  # fail before any slow work
     if figure_path is not None:
         Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
-    test_sets = {}
+    test_sets = TestSets()
     results = ModelResults([], {}, {})
     rows = {(corruption.name, setting): [] for corruption in chosen
             for setting in corruption.settings}
@@ -204,12 +219,7 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
         for number, run in enumerate(method.runs):
             if log:
                 log(f"robustness and inspection: {run.path}")
-            # Runs of one size, class list and split share their test images, decoded once.
-            key = (run.config["image_size"], tuple(run.config.get("classes") or ()),
-                   split_of_run(run.config))
-            if key not in test_sets:
-                test_sets[key] = load_test_images(run)
-            test = test_sets[key]
+            test = test_sets.of(run)
             model = load_model(run)
             for corruption in chosen:
                 for setting in corruption.settings:

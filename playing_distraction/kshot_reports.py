@@ -20,21 +20,14 @@ from .errors import UserError
 from .reports import (ALPHA, Table, _best_columns, mean_std, run_rows, t_test_cell,
                       write_rows, write_tables)
 from .runs import Method
+from .splits import shot_label, shot_order
 
 FIGURE = "kshot.png"
 
 
-def _order(shots):
-    return float("inf") if shots is None else shots
-
-
-def shot_label(shots):
-    return "all" if shots is None else str(shots)
-
-
 def grid_of(methods):
     """The k of every run given, in increasing order, "all" last."""
-    return sorted({run.shots for m in methods for run in m.runs}, key=_order)
+    return sorted({run.shots for m in methods for run in m.runs}, key=shot_order)
 
 
 def at_k(method, scores, shots):

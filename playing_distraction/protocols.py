@@ -71,8 +71,8 @@ def check_shots(shots, data):
     """UserError, before any run, when the smallest class of the k-shot pool cannot
     give the largest k of the grid besides its validation and test images."""
     smallest = min_class_size([part.labels for part in data.parts.values()])
-    split = KShotSplit(None, 0)
-    held_out = split.validation + split.test_images
+    validation, test = KShotSplit.validation, KShotSplit.test_images  # the defaults
+    held_out = validation + test
     largest = max(shots, key=lambda shot: shot_count(shot) or 1)  # "all": at least 1
     needed = (shot_count(largest) or 1) + held_out
     if smallest < needed:
@@ -80,5 +80,5 @@ def check_shots(shots, data):
                    else "no k fits")
         raise UserError(
             f"--shots {largest}: the smallest class has {smallest} images, and "
-            f"{shot_count(largest) or 1} training + {split.validation} validation + "
-            f"{split.test_images} test images per class are needed ({allowed})")
+            f"{shot_count(largest) or 1} training + {validation} validation + "
+            f"{test} test images per class are needed ({allowed})")

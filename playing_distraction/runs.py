@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .errors import UserError
 from .methods import METHODS
 from .metrics import classification_metrics
+from .splits import shot_label
 from .storage import read_json_object
 
 
@@ -58,7 +59,7 @@ class Run:
     def describe_key(self):
         if not self.k_shot:
             return f"seed {self.seed}"
-        return f"seed {self.seed} and k = {'all' if self.shots is None else self.shots}"
+        return f"seed {self.seed} and k = {shot_label(self.shots)}"
 
     def scores(self):
         return classification_metrics(self.labels, self.probabilities)

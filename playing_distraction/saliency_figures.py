@@ -10,8 +10,9 @@ from the runs' saved predictions. Pairs with more training images are visited fi
 import numpy as np
 
 from .errors import UserError
-from .evaluation import load_model, load_test_images
+from .evaluation import TestSets, load_model
 from .reports import _slug, seed_pairs
+from .splits import shot_label, shot_order
 
 
 def is_saliency(method):
@@ -19,11 +20,7 @@ def is_saliency(method):
 
 
 def _largest_k_first(method, pairs):
-    def order(pair):
-        shots = method.runs[pair[0]].shots
-        return -(float("inf") if shots is None else shots)
-
-    return sorted(pairs, key=order)
+    return sorted(pairs, key=lambda pair: shot_order(method.runs[pair[0]].shots), reverse=True)
 
 
 def chosen_examples(baseline, method, count):
@@ -64,12 +61,7 @@ def write_saliency_figures(methods, out_dir, count=4, log=None):
     baseline = methods[0]
     class_names = baseline.runs[0].config["class_names"]
     written = []
-    images, models = {}, {}
-
-    def test_images(run):
-        if run.path not in images:
-            images[run.path] = load_test_images(run)
-        return images[run.path]
+    test_sets, models = TestSets(), {}
 
     def model_of(run):
         if run.path not in models:
@@ -86,7 +78,7 @@ def write_saliency_figures(methods, out_dir, count=4, log=None):
                                         squeeze=False)
             for row, (ours, theirs, index) in enumerate(examples):
                 run, other = method.runs[ours], baseline.runs[theirs]
-                image = np.asarray(test_images(run).images[index:index + 1], np.float32) / 255
+                image = np.asarray(test_sets.of(run).images[index:index + 1], np.float32) / 255
                 saliency = saliency_maps(model_of(run), image)[0]
                 label = int(run.labels[index])
                 axes[row, 0].imshow(image[0])
@@ -97,7 +89,7 @@ def write_saliency_figures(methods, out_dir, count=4, log=None):
                 axes[row, 1].imshow(saliency, cmap="magma")
                 axes[row, 1].set_xlabel(f"max {saliency.max():.2f}, seed {run.seed}"
                                         + ("" if not run.k_shot else
-                                           f", k = {run.shots or 'all'}"), fontsize=7)
+                                           f", k = {shot_label(run.shots)}"), fontsize=7)
             axes[0, 0].set_title("test image", fontsize=9)
             axes[0, 1].set_title("hallucinated saliency", fontsize=9)
             for axis in axes.flat:

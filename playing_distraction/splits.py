@@ -107,8 +107,8 @@ def k_shot_split(labels, k, seed, validation=5, test=5):
         members = np.flatnonzero(labels == label)
         if len(members) < (k or 1) + held_out:
             raise UserError(
-                f"--shots {k or 'all'}: class {label} has {len(members)} images, and "
-                f"{'all' if k is None else k}-shot needs {k or 1} + {validation} + {test}")
+                f"--shots {shot_label(k)}: class {label} has {len(members)} images, and "
+                f"{shot_label(k)}-shot needs {k or 1} + {validation} + {test}")
         drawn = rng.permutation(members)
         stop = len(drawn) if k is None else held_out + k
         for target, part in zip(chosen, (drawn[held_out:stop], drawn[:validation],
@@ -269,9 +269,19 @@ class _Pool:
                            np.concatenate([piece.items for piece in pieces]))
 
 
+def shot_label(shots):
+    """A k-shot run's k as shown: ``5``, or ``all`` (None)."""
+    return "all" if shots is None else str(shots)
+
+
+def shot_order(shots):
+    """Sort key of k: increasing, "all" last."""
+    return float("inf") if shots is None else shots
+
+
 def shots_tag(shots):
     """The run-name part of a k-shot run: ``k5``, or ``kall``."""
-    return f"k{'all' if shots is None else shots}"
+    return f"k{shot_label(shots)}"
 
 
 def min_class_size(label_arrays):
