@@ -126,7 +126,7 @@ def _resume_state(run_dir, config):
     saved = saved_config(run_dir)
     # A flag added since the run started (absent from its config) counts as
     # unchanged at its default value (``from_dict``: the optimizer settings of then).
-    defaults = TrainConfig.from_dict({}).to_dict()
+    defaults = json.loads(json.dumps(TrainConfig.from_dict({}).to_dict()))  # tuples: lists
     changed = sorted(key for key, value in config.to_dict().items()
                      if key not in RESUMABLE_CHANGES
                      and json.loads(json.dumps(value)) != saved.get(key, defaults[key]))
@@ -160,10 +160,13 @@ def saved_config(run_dir, refusal="cannot resume"):
 
 
 def read_history(path):
-    """{column: [value per epoch]} from a history CSV."""
+    """{column: [value per epoch]} from a history CSV. Columns Keras' CSVLogger fills
+    with "NA" alone (the val_ columns it adds to a run without validation) are left
+    out."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else ())}
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else ())
+            if any(row[key] != "NA" for row in rows)}
 
 
 def write_predictions(path, items, labels, probabilities):

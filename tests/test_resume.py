@@ -121,3 +121,14 @@ def test_predictions_file_has_a_row_per_test_image(fashion_dir, tmp_path):
     # The test loss is Keras' sparse cross-entropy of these predictions.
     expected = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
     assert metrics["test_loss"] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_a_run_without_validation_finishes(fashion_dir, tmp_path):
+    """Keras' CSVLogger adds val_ columns of "NA" to a run without validation; the
+    history is still read (it ended in a traceback once)."""
+    assert train_main(args_for(fashion_dir, tmp_path, "--epochs", "2",
+                               "--validation-fraction", "0")) == 0
+    run = tmp_path / "fashion-mnist-zero-small_cnn-seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["validation_images"] == 0 and metrics["best_val_accuracy"] is None
+    assert metrics["epochs_run"] == 2
