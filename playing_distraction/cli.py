@@ -101,12 +101,36 @@ def _saliency_figures(methods, args):
     return write_saliency_figures(methods, Path(args.out_dir), args.figure_images, log=print)
 
 
+OCCLUSION_FLAGS = {"occluders": "--occluders", "occlusion_ratios": "--occlusion-ratios",
+                   "random_positions": "--random-positions", "pattern_seed": "--pattern-seed"}
+
+
+def _corruptions(args):
+    """evaluate.py's corruptions: the names given, with ``occlusion`` built from the
+    occlusion flags (a ``Corruption`` object). ValueError naming a bad flag; UserError
+    for a bad --occluders folder - both before any run or model is read."""
+    given = [flag for field, flag in OCCLUSION_FLAGS.items() if hasattr(args, field)]
+    if "occlusion" not in args.corruptions:
+        if given:
+            raise ValueError(f"{given[0]} applies to --corruptions occlusion only")
+        return list(args.corruptions)
+    from .corruptions import occlusion_corruption
+    from .occluders import RANDOM_POSITIONS, RATIOS, load_occluders
+
+    built = occlusion_corruption(load_occluders(getattr(args, "occluders", None)),
+                                 getattr(args, "occlusion_ratios", RATIOS),
+                                 getattr(args, "random_positions", RANDOM_POSITIONS),
+                                 getattr(args, "pattern_seed", 0))
+    return [built if name == "occlusion" else name for name in args.corruptions]
+
+
 def _evaluate(argv):
     import argparse
 
     from .config import OneLineParser
     from .corruptions import CORRUPTIONS, DEFAULT
-    from .reports import UNPRINTED_TABLES, write_reports
+    from .occluders import RANDOM_POSITIONS, RATIOS
+    from .reports import UNPRINTED_TABLES, write_evaluation
     from .runs import check_saved_models, load_methods
 
     prog = "evaluate.py"
@@ -125,7 +149,26 @@ def _evaluate(argv):
     parser.add_argument("--corruptions", nargs="+", choices=list(CORRUPTIONS),
                         default=list(DEFAULT), metavar="NAME",
                         help="test-set corruptions of the robustness test, one table per "
-                        f"setting of each; choices: {', '.join(CORRUPTIONS)}")
+                        "setting of each (occlusion: Table 2 of Cen et al. 2021 and "
+                        f"occlusion.png); choices: {', '.join(CORRUPTIONS)}")
+    # The occlusion flags have no argparse default, so that giving one without
+    # --corruptions occlusion can be refused; their defaults are the paper's.
+    occlusion = parser.add_argument_group(
+        "occlusion", "the synthetic occluders of --corruptions occlusion (Cen et al. 2021, "
+        "Sec. 4.1)")
+    occlusion.add_argument("--occluders", default=argparse.SUPPRESS, metavar="DIR",
+                           help="folder of RGBA images whose alpha is the occluder's mask "
+                           "(default: the three shipped in playing_distraction/assets/"
+                           "occluders)")
+    occlusion.add_argument("--occlusion-ratios", nargs="+", type=float,
+                           default=argparse.SUPPRESS, metavar="R",
+                           help="shares of the image the occluder's opaque pixels cover "
+                           f"(default: {' '.join(map(str, RATIOS))})")
+    occlusion.add_argument("--random-positions", type=int, default=argparse.SUPPRESS,
+                           metavar="N", help="random positions per occluder and ratio, "
+                           f"besides the centre (default: {RANDOM_POSITIONS})")
+    occlusion.add_argument("--pattern-seed", type=int, default=argparse.SUPPRESS,
+                           metavar="S", help="seed of the random positions (default: 0)")
     parser.add_argument("--erase-seed", type=int, default=0,
                         help="seed of every corrupted test set (the same for every model)")
     parser.add_argument("--figure-images", type=int, default=4,
@@ -133,6 +176,12 @@ def _evaluate(argv):
     args = parser.parse_args(argv)
     if args.figure_images < 0:
         return _fail(prog, "--figure-images must be 0 or more", 2)
+    try:
+        corruptions = _corruptions(args)
+    except ValueError as error:
+        return _fail(prog, error, 2)
+    except UserError as error:
+        return _fail(prog, error, 1)
     try:
         methods = load_methods(args.baseline, args.method)
         if methods[0].runs[0].k_shot:
@@ -147,8 +196,8 @@ def _evaluate(argv):
 
             model_results = evaluate_models(
                 methods, args.erase_seed, Path(args.out_dir) / "gradcam.png",
-                args.figure_images, log=print, corruptions=args.corruptions, checked=True)
-        tables = write_reports(methods, args.out_dir, model_results)
+                args.figure_images, log=print, corruptions=corruptions, checked=True)
+        tables, written = write_evaluation(methods, args.out_dir, model_results)
         figures = [] if args.no_models else _saliency_figures(methods, args)
     except UserError as error:
         return _fail(prog, error, 1)
@@ -159,6 +208,7 @@ def _evaluate(argv):
             print(table.markdown())
     rows = ", corruptions.csv" if model_results is not None and model_results.corrupted else ""
     figure = ", gradcam.png" if model_results is not None and model_results.figure else ""
+    figure += "".join(f", {name}" for name in written)
     figure += "".join(f", {path.name}" for path in figures)
     print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
           f"runs.csv{rows}, confusion_<method>.csv{figure}")

@@ -3,7 +3,8 @@
 - Robustness (Table 7 and its kin): each saved classifier predicts the test set
   corrupted by every chosen corruption × setting of the registry
   (``corruptions.py``; by default Random Erasing, one random region erased per
-  image, ``robustness.py``); a corrupted set is the same for every model.
+  image, ``robustness.py``; on request the synthetic occluders of Cen et al. 2021,
+  PAPERS.md §5, ``occluders.py``); a corrupted set is the same for every model.
 - Inspection (Sec. 5.2.2, Figures 2-3; PAPERS.md §1 and §3): per model, mean ± std
   over test images of the share of the image whose Grad-CAM heat for the true class
   exceeds th, and of the "focus area" coverage - the share of positions where the
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from .config import TrainConfig
 from .corruptions import DEFAULT as DEFAULT_CORRUPTIONS
-from .corruptions import RANDOM_ERASING, corrupted_batches
+from .corruptions import RANDOM_ERASING, Corruption, corrupted_batches
 from .corruptions import get as get_corruption
 from .datasets import load_dataset
 from .errors import UserError
@@ -180,12 +181,15 @@ class ModelResults:
     ``corrupted`` holds one row per corruption × setting × run, in that order (the
     methods' runs in the order given): dicts with ``corruption``, ``setting``,
     ``method``, ``run`` (a ``runs.Run``) and ``scores``
-    (``metrics.classification_metrics``)."""
+    (``metrics.classification_metrics``); ``corruptions`` the ``Corruption`` objects
+    they were made with, by name (the tables are rendered from these, not from the
+    registry: evaluate.py builds ``occlusion`` from its flags)."""
 
     corrupted: list
     heat_share: dict
     focus_area: dict
     figure: object = None
+    corruptions: dict = dataclasses.field(default_factory=dict)
 
     @property
     def corrupted_scores(self):
@@ -200,17 +204,23 @@ class ModelResults:
 def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=None,
                     corruptions=DEFAULT_CORRUPTIONS, checked=False):
     """Robustness and inspection of every run's saved classifier (see the module):
-    every setting of each named corruption, all corrupted with ``erase_seed``.
-    checked: ``runs.check_saved_models`` passed already (it reads every model file)."""
+    every setting of each corruption, all corrupted with ``erase_seed``.
+    corruptions: ``corruptions.Corruption`` objects or registered names (the first of
+    a name counts). checked: ``runs.check_saved_models`` passed already (it reads
+    every model file)."""
     from .metrics import classification_metrics
 
-    chosen = [get_corruption(name) for name in dict.fromkeys(corruptions)]
+    chosen = {}
+    for item in corruptions:
+        corruption = item if isinstance(item, Corruption) else get_corruption(item)
+        chosen.setdefault(corruption.name, corruption)
+    chosen = list(chosen.values())
     if not checked:
         check_saved_models(methods)  # fail before any slow work
     if figure_path is not None:
         Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
     test_sets = TestSets()
-    results = ModelResults([], {}, {})
+    results = ModelResults([], {}, {}, corruptions={c.name: c for c in chosen})
     rows = {(corruption.name, setting): [] for corruption in chosen
             for setting in corruption.settings}
     columns = []

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .corruptions import RESERVED_STEMS
 from .corruptions import get as get_corruption
 from .errors import UserError
 from .metrics import paired_t_test
@@ -236,16 +237,43 @@ def corruption_rows(corrupted):
             for row in corrupted]
 
 
-def corruption_tables(methods, model_results):
-    """One metrics table per (corruption, setting) of ``model_results``, by file stem,
-    and the runs.csv accuracy columns ({column: {method: [accuracy per run]}})."""
-    tables, columns = {}, {}
+def corruption_outputs(methods, model_results):
+    """The tables (by file stem), runs.csv accuracy columns ({column: {method: [value
+    per run]}}) and figures ({file name: draw(path)}) of every corruption in
+    ``model_results``: one metrics table and column per setting, or what the
+    corruption's ``summary`` renders instead. The corruption objects come from
+    ``model_results.corruptions`` (evaluate.py builds ``occlusion`` from its flags),
+    names it does not hold from the registry."""
+    by_corruption = {}
     for (name, setting), scores in model_results.corrupted_scores.items():
-        corruption = get_corruption(name)
-        tables[corruption.table_stem(setting)] = metrics_table(
-            methods, scores, title=corruption.table_title(setting))
-        columns[corruption.accuracy_column(setting)] = {
-            method: [score["accuracy"] for score in values] for method, values in scores.items()}
+        by_corruption.setdefault(name, {})[setting] = scores
+    given = getattr(model_results, "corruptions", None) or {}
+    tables, columns, figures = {}, {}, {}
+    for name, by_setting in by_corruption.items():
+        corruption = given.get(name) or get_corruption(name)
+        if corruption.summary is not None:
+            own_tables, own_columns, own_figures = corruption.summarize(methods, by_setting)
+        else:
+            own_tables, own_columns, own_figures = {}, {}, {}
+            for setting, scores in by_setting.items():
+                own_tables[corruption.table_stem(setting)] = metrics_table(
+                    methods, scores, title=corruption.table_title(setting))
+                own_columns[corruption.accuracy_column(setting)] = {
+                    method: [score["accuracy"] for score in values]
+                    for method, values in scores.items()}
+        for kind, taken, own in (("table", tables, own_tables), ("runs.csv column", columns,
+                                                                 own_columns),
+                                 ("figure", figures, own_figures)):
+            clashes = sorted(set(taken) & set(own))
+            if clashes:
+                raise ValueError(f"corruption {name}: {kind} {', '.join(clashes)} is not unique")
+            taken.update(own)
+    return tables, columns, figures
+
+
+def corruption_tables(methods, model_results):
+    """The tables and runs.csv columns of ``corruption_outputs``."""
+    tables, columns, _ = corruption_outputs(methods, model_results)
     return tables, columns
 
 
@@ -265,17 +293,27 @@ def write_confusion(path, matrices, class_names):
 
 def write_reports(methods, out_dir, model_results=None):
     """Compute every table, write them (.md, .tex, .csv) and runs.csv to ``out_dir``;
-    returns the tables by file stem. ``model_results`` (``evaluation.ModelResults``)
-    adds a table per corruption × setting (``corruption_tables``), its accuracy
-    column in runs.csv, corruptions.csv and the inspection table."""
+    returns the tables by file stem (``write_evaluation`` without the figure names)."""
+    return write_evaluation(methods, out_dir, model_results)[0]
+
+
+def write_evaluation(methods, out_dir, model_results=None):
+    """Compute every table, write them (.md, .tex, .csv), runs.csv and the figures to
+    ``out_dir``; returns (tables by file stem, figure file names). ``model_results``
+    (``evaluation.ModelResults``) adds each corruption's tables, runs.csv columns and
+    figures (``corruption_outputs``), corruptions.csv and the inspection table."""
     scores = {m.name: [run.scores() for run in m.runs] for m in methods}
     class_names = methods[0].runs[0].config["class_names"]
     tables = {"metrics": metrics_table(methods, scores),
               "per_class_tpr": per_class_table(methods, scores, class_names),
               "cost": cost_table(methods)}
-    corrupted_accuracy = {}
+    corrupted_accuracy, figures = {}, {}
     if model_results is not None:
-        corrupted_tables, corrupted_accuracy = corruption_tables(methods, model_results)
+        corrupted_tables, corrupted_accuracy, figures = corruption_outputs(methods,
+                                                                           model_results)
+        clashes = sorted(set(corrupted_tables) & RESERVED_STEMS)
+        if clashes:
+            raise ValueError(f"a corruption's table would replace {', '.join(clashes)}")
         tables |= corrupted_tables
         tables["inspection"] = inspection_table(
             methods, model_results.heat_share, model_results.focus_area)
@@ -288,9 +326,11 @@ def write_reports(methods, out_dir, model_results=None):
         write_rows(out_dir / "runs.csv", run_rows(methods, scores, corrupted_accuracy))
         if model_results is not None and model_results.corrupted:
             write_rows(out_dir / "corruptions.csv", corruption_rows(model_results.corrupted))
+        for name, draw in figures.items():
+            draw(out_dir / name)
     except OSError as error:
         raise UserError(f"cannot write the reports to {out_dir}: {error.strerror}") from None
-    return tables
+    return tables, list(figures)
 
 
 def write_tables(tables, out_dir):

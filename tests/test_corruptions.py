@@ -19,9 +19,11 @@ from playing_distraction.corruptions import (CORRUPTIONS, RANDOM_ERASING, Corrup
                                              corrupted_batches, register)
 from playing_distraction.errors import UserError
 from playing_distraction.layouts import Part, write_fashion_mnist
+from playing_distraction.occluders import load_occluders, make_patterns, occlude_numpy, render
 from playing_distraction.runs import load_run
 
 EVALUATE = str(Path(__file__).resolve().parent.parent / "evaluate.py")
+SHIPPED = load_occluders()
 FRACTIONS = {"half": 0.5, "quarter": 0.25}
 TOY_FILES = {f"left_blank_{setting}.{suffix}" for setting in FRACTIONS
              for suffix in ("md", "tex", "csv")}
@@ -73,6 +75,44 @@ def test_random_erasing_is_the_one_default_with_todays_table_and_column():
                                   robustness.erase(images, indices, 4))
 
 
+def test_occlusion_is_registered_with_the_paper_s_24_patterns_but_not_a_default():
+    occlusion = corruptions.get("occlusion")
+    assert occlusion is corruptions.OCCLUSION and "occlusion" not in corruptions.DEFAULT
+    patterns = make_patterns(SHIPPED)
+    assert list(occlusion.settings) == [pattern.name for pattern in patterns]
+    assert [occlusion.settings[p.name]["pattern"] for p in patterns] == patterns
+    assert occlusion.summary is not None
+
+
+def test_occlusion_pastes_one_pattern_on_every_image_whatever_the_seed_and_index():
+    images = np.random.default_rng(3).random((4, 36, 28, 3), dtype=np.float32)
+    occlusion = corruptions.occlusion_corruption(SHIPPED, ratios=(0.1,), random_positions=1,
+                                                 seed=7)
+    assert list(occlusion.settings) == ["r10-centre-hand", "r10-random1-hand",
+                                        "r10-centre-leaf", "r10-random1-leaf",
+                                        "r10-centre-tile", "r10-random1-tile"]
+    for setting, parameters in occlusion.settings.items():
+        rgb, mask = render(parameters["pattern"], SHIPPED, 36, 28)
+        expected = occlude_numpy(images, rgb, mask)
+        np.testing.assert_array_equal(occlusion.apply(images, [0, 1, 2, 3], 0, setting), expected)
+        np.testing.assert_array_equal(occlusion.apply(images, [9, 5, 4, 8], 11, setting),
+                                      expected)
+        assert mask.sum() > 0 and np.all(expected[:, mask] == rgb[mask])
+    random = occlusion.settings["r10-random1-leaf"]["pattern"].centre
+    assert random == tuple(np.random.default_rng([7, 1, 0]).random((1, 2))[0])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ratios": (0.3, 1.2)}, "--occlusion-ratios must be in (0, 1), got 1.2"),
+    ({"random_positions": -2}, "--random-positions must be 0 or more, got -2"),
+    ({"seed": -1}, "--pattern-seed must be 0 or more, got -1"),
+])
+def test_occlusion_corruption_names_the_bad_flag(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        corruptions.occlusion_corruption(SHIPPED, **kwargs)
+    assert str(error.value) == message
+
+
 def test_default_names_of_a_new_corruption_come_from_the_entry(left_blank):
     assert corruptions.get("left_blank") is left_blank
     assert [left_blank.table_stem(s) for s in FRACTIONS] == ["left_blank_half",
@@ -85,7 +125,8 @@ def test_default_names_of_a_new_corruption_come_from_the_entry(left_blank):
 def test_an_unknown_name_is_a_one_line_user_error_naming_the_choices():
     with pytest.raises(UserError) as error:
         corruptions.get("occluders")
-    assert str(error.value) == "unknown corruption 'occluders'; choose from random_erasing"
+    assert str(error.value) == ("unknown corruption 'occluders'; choose from random_erasing, "
+                                "occlusion")
 
 
 def test_evaluate_models_refuses_an_unknown_corruption_before_any_work():
@@ -154,8 +195,9 @@ def test_every_registered_corrupted_set_depends_on_seed_and_index_only(left_blan
                 corruption.apply(scaled[order], order, 9, setting), whole[order])
             np.testing.assert_array_equal(prepared, original)
             checked.append((corruption.name, setting))
-    assert checked == [("random_erasing", "one_region"), ("left_blank", "half"),
-                       ("left_blank", "quarter")]
+    assert checked == [("random_erasing", "one_region"),
+                       *(("occlusion", pattern.name) for pattern in make_patterns(SHIPPED)),
+                       ("left_blank", "half"), ("left_blank", "quarter")]
     np.testing.assert_array_equal(
         np.concatenate(list(corrupted_batches(left_blank, "quarter", prepared, 5, 9))),
         expected_blanked(scaled, 9, 0.25))
@@ -339,5 +381,5 @@ def test_the_script_refuses_an_unknown_corruption_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr == ("evaluate.py: error: argument --corruptions: invalid choice: "
-                           "'occluders' (choose from 'random_erasing')\n")
+                           "'occluders' (choose from 'random_erasing', 'occlusion')\n")
     assert done.stdout == "" and not (tmp_path / "reports").exists()

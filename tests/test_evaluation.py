@@ -309,3 +309,111 @@ def test_evaluate_fails_in_one_line_when_the_test_set_changed(trained, tmp_path,
     assert error.count("\n") == 1
     assert error.startswith("evaluate.py: error: the test images of fashion-mnist are no longer")
     assert not (out / "robustness.csv").exists()
+
+
+# ------------------------------------------------------------------ occlusion (Table 2)
+
+
+GROUPS = ["r20-centre", "r20-random", "r10-centre", "r10-random"]
+
+
+def test_evaluate_occlusion_writes_table_2_its_p_values_figure_and_columns(trained, tmp_path,
+                                                                           capsys):
+    from sklearn.metrics import accuracy_score
+
+    from playing_distraction.occluders import (load_occluders, make_patterns, occlude_numpy,
+                                               render)
+
+    _, _, baselines, zeros = trained
+    out = tmp_path / "reports"
+    assert evaluate_main(["--baseline", *map(str, baselines), "--method", *map(str, zeros),
+                          "--corruptions", "occlusion", "--random-positions", "1",
+                          "--figure-images", "0", "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for stem in ("occlusion", "occlusion_p"):
+        for suffix in ("md", "tex", "csv"):
+            assert (out / f"{stem}.{suffix}").stat().st_size > 0
+        assert (out / f"{stem}.md").read_text() in printed
+    assert not (out / "robustness.md").exists() and not any(out.glob("occlusion_r*"))
+    assert printed.splitlines()[-1] == (
+        f"tables written to {out}/: metrics, per_class_tpr, cost, occlusion, occlusion_p, "
+        "inspection (.md, .tex, .csv), runs.csv, corruptions.csv, confusion_<method>.csv, "
+        "occlusion.png")
+    png = out / "occlusion.png"
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    assert matplotlib.image.imread(png)[..., :3].std() > 0.05
+
+    rows = read_csv(out / "runs.csv")
+    columns = [f"occlusion_{group}_accuracy" for group in [*GROUPS, "avg"]]
+    header = list(rows[0])
+    assert header[header.index("top5_accuracy") + 1:][:5] == columns
+    corrupted = read_csv(out / "corruptions.csv")
+    patterns = make_patterns(load_occluders(), random_positions=1)
+    assert len(patterns) == 12
+    assert [(row["setting"], row["run"]) for row in corrupted] == [
+        (pattern.name, str(path)) for pattern in patterns for path in [*baselines, *zeros]]
+
+    # Independently: the baseline models on the test images occluded here, scored by
+    # scikit-learn; a group pools the images of its patterns.
+    occluders = load_occluders()
+    by_run = {row["run"]: row for row in rows}
+    centre, clean = [], []
+    for path in baselines:
+        run = load_run(path)
+        model = keras.models.load_model(path / "model.keras")
+        prepared = evaluation.load_test_images(run)
+        images = np.asarray(prepared.images, np.float32) / 255.0
+        height, width = images.shape[1:3]
+        accuracies = {}
+        for group in GROUPS:
+            labels, predictions = [], []
+            for pattern in patterns:
+                if pattern.group == group:
+                    occluded = occlude_numpy(images, *render(pattern, occluders, height, width))
+                    predictions.append(model.predict(occluded, verbose=0).argmax(axis=1))
+                    labels.append(prepared.labels)
+            accuracies[group] = accuracy_score(np.concatenate(labels), np.concatenate(predictions))
+            assert float(by_run[str(path)][f"occlusion_{group}_accuracy"]) == \
+                pytest.approx(accuracies[group])
+        assert float(by_run[str(path)]["occlusion_avg_accuracy"]) == pytest.approx(
+            np.mean(list(accuracies.values())))
+        centre.append(100 * accuracies["r20-centre"])
+        clean.append(100 * accuracy_score(run.labels, run.probabilities.argmax(axis=1)))
+        assert accuracies["r20-centre"] != pytest.approx(clean[-1] / 100) or \
+            accuracies["r10-centre"] != pytest.approx(clean[-1] / 100)
+    table = {row["Method"]: row for row in read_csv(out / "occlusion.csv")}
+    assert table["baseline"]["20 % centre"] == mean_std(centre, 2)
+    assert table["baseline"]["Clean"] == mean_std(clean, 2)
+    p_values = read_csv(out / "occlusion_p.csv")
+    assert [row["Method"] for row in p_values] == ["0-occlusion"]
+    assert list(p_values[0]) == ["Method", "Clean", "20 % centre", "20 % random", "10 % centre",
+                                 "10 % random", "Avg. over occlusions"]
+
+
+@pytest.mark.parametrize("flags, code, message", [
+    (["--corruptions", "occlusion", "--occluders", "{missing}"], 1,
+     "occluder folder {missing} does not exist"),
+    (["--corruptions", "occlusion", "--occluders", "{empty}"], 1,
+     "occluder folder {empty} holds no image file"),
+    (["--corruptions", "occlusion", "--occlusion-ratios", "0.2", "1.5"], 2,
+     "--occlusion-ratios must be in (0, 1), got 1.5"),
+    (["--corruptions", "occlusion", "--random-positions", "-1"], 2,
+     "--random-positions must be 0 or more, got -1"),
+    (["--corruptions", "occlusion", "--pattern-seed", "-4"], 2,
+     "--pattern-seed must be 0 or more, got -4"),
+    (["--random-positions", "2"], 2, "--random-positions applies to --corruptions occlusion only"),
+])
+def test_bad_occlusion_flags_fail_in_one_line_before_any_run_is_read(tmp_path, capsys, flags,
+                                                                     code, message):
+    (tmp_path / "empty").mkdir()
+    paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty"}
+    flags = [flag.format(**paths) for flag in flags]
+    out = tmp_path / "reports"
+    # The run folder does not exist: the occlusion flags are refused before it is read.
+    assert evaluate_main(["--baseline", str(tmp_path / "no-run"), "--out-dir", str(out),
+                          *flags]) == code
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"evaluate.py: error: {message.format(**paths)}")
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n")
+    assert captured.out == ""
+    assert not out.exists()

@@ -338,6 +338,133 @@ def test_confusion_matrix_is_sklearns_summed_over_a_methods_runs(tmp_path, three
     np.testing.assert_array_equal(np.array([row[1:] for row in rows[1:]], int), expected)
 
 
+# ------------------------------------------------------------------ occlusion (Table 2)
+
+
+def one_hot(labels, predictions, num_classes=2):
+    return np.eye(num_classes)[predictions] * 0.8 + 0.1
+
+
+def occlusion_results(methods, corruption, correct):
+    """``evaluation.ModelResults`` as evaluate_models makes it, with the predictions
+    of run ``r`` of method ``m`` on pattern ``p`` right on ``correct[m][p][r]`` of the
+    ten LABELS images."""
+    from playing_distraction.evaluation import ModelResults
+    from playing_distraction.metrics import classification_metrics
+
+    rows = []
+    for p, setting in enumerate(corruption.settings):
+        for m, method in enumerate(methods):
+            for r, run in enumerate(method.runs):
+                predictions = hits(LABELS, correct[m][p][r])
+                rows.append({"corruption": corruption.name, "setting": setting,
+                             "method": method.name, "run": run,
+                             "scores": classification_metrics(LABELS,
+                                                              one_hot(LABELS, predictions))})
+    shares = {method.name: np.linspace(0.1, 0.3, 10) for method in methods}
+    return ModelResults(rows, shares, shares, corruptions={corruption.name: corruption})
+
+
+def test_occlusion_is_summarised_in_table_2_s_layout(tmp_path):
+    from playing_distraction.corruptions import occlusion_corruption
+    from playing_distraction.occluders import load_occluders
+    from playing_distraction.reports import write_evaluation
+
+    # Ratios the registered entry does not have: the tables must come from the object
+    # the results carry, not from the registry.
+    corruption = occlusion_corruption(load_occluders(), ratios=(0.3, 0.1), random_positions=1)
+    patterns = [parameters["pattern"] for parameters in corruption.settings.values()]
+    assert len(patterns) == 12
+    baseline = write_group(tmp_path, "none", [0.5, 0.6, 0.7], [0, 1, 2])
+    # Seeds in another order than the baseline's: the t-test pairs by seed.
+    zero = write_group(tmp_path, "zero", [0.6, 0.8, 0.9], [2, 0, 1])
+    methods = load_methods(baseline, [zero])
+    rng = np.random.default_rng(4)
+    correct = rng.integers(0, 11, (2, 12, 3))
+    correct[1] = np.minimum(correct[1] + rng.integers(0, 4, (12, 3)), 10)
+    out = tmp_path / "reports"
+    tables, figures = write_evaluation(methods, out, occlusion_results(methods, corruption,
+                                                                       correct))
+    assert list(tables) == ["metrics", "per_class_tpr", "cost", "occlusion", "occlusion_p",
+                            "inspection"]
+    assert figures == ["occlusion.png"]
+    assert (out / "occlusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any(out.glob("occlusion_r*"))  # no table per pattern
+    table = tables["occlusion"]
+    assert table.rows == ["baseline", "0-occlusion"]
+    assert table.columns == ["Clean", "30 % centre", "30 % random", "10 % centre",
+                             "10 % random", "Avg. over occlusions"]
+    assert "mean of the occluded columns" in table.note
+
+    # Expected, computed here: a group pools the images of its three patterns (ten
+    # each, so its accuracy is the mean of theirs); Avg. is the mean of the groups.
+    groups = ["r30-centre", "r30-random", "r10-centre", "r10-random"]
+    expected = {}  # method -> column -> accuracy (fraction) per run
+    for m, method in enumerate(methods):
+        columns = {"clean": [np.mean(run.probabilities.argmax(1) == run.labels)
+                             for run in method.runs]}
+        for group in groups:
+            chosen = [p for p, pattern in enumerate(patterns) if pattern.group == group]
+            assert len(chosen) == 3
+            columns[group] = [np.mean([correct[m][p][r] / 10 for p in chosen]) for r in range(3)]
+        columns["avg"] = list(np.mean([columns[group] for group in groups], axis=0))
+        expected[method.name] = columns
+    keys = ["clean", *groups, "avg"]
+    assert table.cells == [[expected_cell(100 * np.array(expected[m.name][key]), digits=2)
+                            for key in keys] for m in methods]
+    for c, key in enumerate(keys):
+        means = [np.mean(expected[m.name][key]) for m in methods]
+        best = {r for r, mean in enumerate(means) if mean > max(means) - 1e-9}
+        assert {r for r, col in table.bold if col == c} == best, key
+    assert (out / "occlusion.md").read_text() == table.markdown()
+    assert (out / "occlusion.csv").read_text() == table.csv()
+
+    # p-values: SciPy's paired t-test over the seeds, per column.
+    p_table = tables["occlusion_p"]
+    assert p_table.rows == ["0-occlusion"] and p_table.columns == table.columns
+    order = [2, 0, 1]  # the seeds of zero's runs, in run order
+    for c, key in enumerate(keys):
+        ours = [expected["0-occlusion"][key][order.index(seed)] for seed in (0, 1, 2)]
+        p = ttest_rel(ours, expected["baseline"][key]).pvalue
+        assert p_table.cells[0][c] == f"{p:.3f}" + ("*" if p < 0.05 else ""), key
+
+    # runs.csv: a column per group and the average, after the metrics.
+    with open(out / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = [f"occlusion_{key}_accuracy" for key in [*groups, "avg"]]
+    header = list(rows[0])
+    assert header[header.index("top5_accuracy") + 1:][:5] == columns
+    for row, (m, r) in zip(rows, [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]):
+        for key, column in zip([*groups, "avg"], columns):
+            assert float(row[column]) == pytest.approx(expected[methods[m].name][key][r])
+    # corruptions.csv keeps one row per pattern and run.
+    with open(out / "corruptions.csv", newline="") as handle:
+        corrupted = list(csv.DictReader(handle))
+    assert [(row["setting"], row["method"]) for row in corrupted] == [
+        (pattern.name, method) for pattern in patterns
+        for method in ["baseline"] * 3 + ["0-occlusion"] * 3]
+    assert float(corrupted[0]["accuracy"]) == correct[0][0][0] / 10
+
+
+def test_occlusion_columns_follow_the_ratios_given_and_skip_empty_groups(tmp_path):
+    from playing_distraction.corruptions import occlusion_corruption
+    from playing_distraction.occluders import load_occluders
+
+    corruption = occlusion_corruption(load_occluders(), ratios=(0.1, 0.2), random_positions=0)
+    methods = load_methods(write_group(tmp_path, "none", [0.5], [0]), [])
+    correct = np.full((1, 6, 1), 7)
+    summary = corruption.summarize(methods, {
+        setting: {"baseline": [row["scores"]]} for setting, row in zip(
+            corruption.settings, occlusion_results(methods, corruption, correct).corrupted)})
+    table = summary.tables["occlusion"]
+    assert table.columns == ["Clean", "10 % centre", "20 % centre", "Avg. over occlusions"]
+    assert table.cells == [["50.00", "70.00", "70.00", "70.00"]]
+    assert summary.tables["occlusion_p"].rows == []
+    assert list(summary.columns) == ["occlusion_r10-centre_accuracy",
+                                     "occlusion_r20-centre_accuracy", "occlusion_avg_accuracy"]
+    assert list(summary.figures) == ["occlusion.png"]
+
+
 # ------------------------------------------------------------------ evaluate.py
 
 
