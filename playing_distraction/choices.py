@@ -29,6 +29,11 @@ APPROACHES = ("A", "B")
 # The file of a saliency run's branch weights, in its run folder.
 BRANCH_FILE = "saliency_branch.weights.h5"
 
+# Deep feature augmentation (PAPERS.md §5): where the clean/occluded pairs come from,
+# and the subsets of the occlusion patterns they use (``occluders.PATTERN_SUBSETS``).
+PAIR_SETTINGS = ("exclusive", "inclusive")
+PAIR_PATTERNS = ("full", "10c", "20c")
+
 # Distribution strategies (``distribute.make_strategy``).
 STRATEGIES = ("none", "mirrored")
 

@@ -88,6 +88,12 @@ class SharedConfig:
         None, "egofoodplaces: train, validation and test shares of the split by events "
         "(default 0.7 0.1 0.2; a split column in the manifest takes precedence)",
         metavar=("TRAIN", "VAL", "TEST"))
+    caltech_train_images: int | None = _data(
+        None, "caltech101: training images drawn per class, once with a fixed seed (default "
+        "30, the feature-augmentation paper's; validation is taken out of them)", metavar="N")
+    caltech_test_images: int | None = _data(
+        None, "caltech101: test images per class, at most, drawn from the rest of the class "
+        "(default 50, the paper's)", metavar="N")
     oversample: int | None = _data(
         None, "oversample every class smaller than the k-th largest to its size, training "
         "split only; 0 turns it off (default: 4 for egofoodplaces, else 0)")
@@ -250,7 +256,8 @@ class SharedConfig:
         )
         for options in self._all_options():
             config = dataclasses.replace(config, **dataclasses.asdict(
-                options.resolve(backbone, active=options.name in (self.method, *ADDONS))))
+                options.resolve(backbone, active=options.name in (self.method, *ADDONS),
+                                dataset=dataset)))
         for name, value in _DATASET_OPTION_DEFAULTS.items():
             if name in dataset.options and getattr(config, name) is None:
                 setattr(config, name, value)
@@ -311,6 +318,9 @@ class SharedConfig:
                 raise ValueError(
                     "--event-split needs three shares that sum to 1, with train and test "
                     f"above 0, got {' '.join(map(str, shares))}")
+        for name in ("caltech_train_images", "caltech_test_images"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
         if self.strategy != "none" and self.jit_compile == "on":
             raise ValueError(
                 f"--jit-compile on does not work with --strategy {self.strategy}: Keras "
@@ -469,8 +479,11 @@ _DATASET_OPTIONS = {
     "aircraft_level": ("aircraft", None),
     "remove_banner": ("aircraft", False),
     "event_split": ("egofoodplaces", None),
+    "caltech_train_images": ("caltech101", None),
+    "caltech_test_images": ("caltech101", None),
 }
-_DATASET_OPTION_DEFAULTS = {"aircraft_level": "variant", "event_split": (0.7, 0.1, 0.2)}
+_DATASET_OPTION_DEFAULTS = {"aircraft_level": "variant", "event_split": (0.7, 0.1, 0.2),
+                            "caltech_train_images": 30, "caltech_test_images": 50}
 _SHARED_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SharedConfig)}
 
 

@@ -4,12 +4,15 @@ A method's options class holds its flags (dataclass fields with the paper's defa
 and their help), and says everything else about the method in one place:
 
 - ``check()``: range checks of its own flags (ValueError naming the flag);
-- ``resolve(backbone, active)``: its defaults that depend on the backbone registry;
+- ``resolve(backbone, active, dataset)``: its defaults that depend on the backbone or
+  dataset registry;
 - ``tag()``: its part of the run-folder name; ``column()``: its evaluate.py column;
 - ``build(classifier, config, **addons)``: the model to fit (a scheme from
   ``schemes/``, imported there, so that this module stays free of TensorFlow);
 - ``stages(config)``: its training stages (``Stage``: one, unless it says more),
-  each with its own epochs, optimizer and trainable parts.
+  each with its own epochs, optimizer and trainable parts;
+- ``training_classes(config)`` and ``prepare_training(...)``: what it needs from the
+  data before a run folder is made (e.g. image pairs, and callbacks that use them).
 
 Add-ons (today the homogeneous negative-CAM loss, usable with every method) are
 options classes too: their ``scheme_kwargs()`` go to every method's scheme, and
@@ -30,8 +33,8 @@ import dataclasses
 import os
 import typing
 
-from .choices import (APPROACHES, BRANCH_FILE, FILLS, HNC_FORMS, HNC_WEIGHTS, PAIRWISE_LOSSES,
-                      SALIENCY_SHAPES, default_top_k)
+from .choices import (APPROACHES, BRANCH_FILE, FILLS, HNC_FORMS, HNC_WEIGHTS, PAIR_PATTERNS,
+                      PAIR_SETTINGS, PAIRWISE_LOSSES, SALIENCY_SHAPES, default_top_k)
 
 METHODS = {}  # --method name -> options class
 ADDONS = {}  # add-on name -> options class
@@ -61,9 +64,10 @@ class Options:
     def check(self):
         """Range checks of the fields; ValueError naming the flag."""
 
-    def resolve(self, backbone, active):
+    def resolve(self, backbone, active, dataset=None):
         """A copy with the defaults that depend on the backbone (a
-        ``backbones.BackboneSpec``) filled in; ``active``: the method is the one chosen."""
+        ``backbones.BackboneSpec``) or the dataset (a ``datasets.DatasetSpec``) filled
+        in; ``active``: the method is the one chosen."""
         return self
 
     def inactive_values(self):
@@ -168,6 +172,28 @@ class Method(Options):
         saved model (written atomically once the run has finished)."""
         return {}
 
+    def training_classes(self, config):
+        """The classes the runs train on (``--classes``; None: all), decided before
+        the dataset is decoded; UserError on classes the method cannot train on."""
+        return config.classes
+
+    def prepare_training(self, model, config, data, splits, log=None):
+        """What the method adds to a run before its folder is made, from its data
+        (``protocols.PreparedData``) and its split: a ``Preparation`` (the splits to
+        train on, callbacks for every stage, values for config.json)."""
+        return Preparation(splits)
+
+
+@dataclasses.dataclass
+class Preparation:
+    """What ``Method.prepare_training`` gives a run: its splits ({"train",
+    "validation", "test"} -> (part, indices)), Keras callbacks for every stage, and
+    values config.json keeps."""
+
+    splits: dict
+    callbacks: list = dataclasses.field(default_factory=list)
+    record: dict = dataclasses.field(default_factory=dict)
+
 
 class Addon(Options):
     """Options of an add-on that every method's scheme takes (see the module docstring)."""
@@ -256,7 +282,7 @@ class Distraction(Method):
     def check(self):
         _check_unit(self, "probability", "threshold")
 
-    def resolve(self, backbone, active):
+    def resolve(self, backbone, active, dataset=None):
         return dataclasses.replace(
             self, occlusion=self.occlusion or ("zero" if active else "none"))
 
@@ -313,7 +339,7 @@ class Pairwise(Method):
             raise ValueError(
                 f"--cam-module-filters must be positive, got {self.cam_module_filters}")
 
-    def resolve(self, backbone, active):
+    def resolve(self, backbone, active, dataset=None):
         if not active:
             return self
         return dataclasses.replace(
@@ -419,7 +445,7 @@ class Saliency(Method):
     def default_weights(self):
         return "none" if self.saliency_step == 1 else None
 
-    def resolve(self, backbone, active):
+    def resolve(self, backbone, active, dataset=None):
         if not active:
             return self
         step = self.saliency_step or 2
@@ -497,6 +523,188 @@ class Saliency(Method):
         return {BRANCH_FILE: write}
 
 
+@register(METHODS)
+@dataclasses.dataclass
+class FeatureAugmentation(Method):
+    """Deep feature augmentation for occluded images (Cen et al., 2021; PAPERS.md §5):
+    each training image's pooled feature v becomes v + beta d, d drawn with
+    probability alpha from the difference vectors of clean/occluded image pairs,
+    refreshed every epoch (``schemes.FeatureAugmentationModel``, ``pairs.py``)."""
+
+    name = "feataug"
+    title = ("method feataug: deep feature augmentation for occluded images (Cen et al., "
+             "2021), difference vectors of clean/occluded pairs added to pooled features")
+    dv_probability: float = option(
+        0.9, "feataug: probability alpha that a training image's pooled feature is shifted "
+        "by a difference vector (0: plain training)")
+    dv_scale: float = option(1.0, "feataug: scale beta of the difference vector")
+    pairs: str | None = option(
+        None, "feataug: exclusive (pairs from classes that are not trained on) or inclusive "
+        "(pairs from the training images) (default: exclusive with --pair-classes or on "
+        "caltech101, whose paper split names them, else inclusive)", choices=PAIR_SETTINGS)
+    pair_classes: tuple[str, ...] | None = option(
+        None, "feataug: the classes the pairs come from, by name or index (exclusive: "
+        "classes of the dataset not trained on, which --classes then leaves out by "
+        "default; inclusive: training classes) (default: caltech101's last 10 classes "
+        "for exclusive; --pair-class-count training classes drawn at random for "
+        "inclusive)", metavar="CLASS")
+    pair_class_count: int = option(
+        10, "feataug, inclusive: training classes the pairs are drawn from")
+    pair_images: int = option(5, "feataug: clean pair images per pair class")
+    pair_patterns: str = option(
+        "full", "feataug: the occlusion patterns of the pairs: full (all), 10c (ratio 0.1 "
+        "at the centre only), 20c (ratio 0.2 at the centre only)", choices=PAIR_PATTERNS)
+    train_on_pairs: bool = option(
+        False, "feataug, inclusive: also train on the occluded pair images (the paper's F "
+        "models; with --dv-probability 0, its classically trained F baseline)")
+    occluders: str | None = option(
+        None, "feataug: folder of occluder images with an alpha mask (default: the three "
+        "shipped with the package)", metavar="DIR")
+    occlusion_ratios: tuple[float, ...] = option(
+        (0.2, 0.1), "feataug: shares of the image area the occluders' opaque pixels cover",
+        metavar="RATIO")
+    random_positions: int = option(
+        3, "feataug: random positions per occluder and ratio, besides the centre")
+    pattern_seed: int = option(0, "feataug: seed of the random occluder positions")
+    tune_min_channels: int | None = option(
+        None, "feataug: fine-tune only the layers with at least this many output channels "
+        "(the paper's ImageNet runs: 512) (default: all layers)")
+
+    PATTERN_NAMES = {"full": "Full", "10c": "10C", "20c": "20C"}
+
+    def check(self):
+        _check_unit(self, "dv_probability")
+        if self.dv_scale < 0:
+            raise ValueError(f"--dv-scale must be 0 or more, got {self.dv_scale}")
+        for name in ("pair_class_count", "pair_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
+        if self.random_positions < 0:
+            raise ValueError(f"--random-positions must be 0 or more, got {self.random_positions}")
+        if self.tune_min_channels is not None and self.tune_min_channels < 1:
+            raise ValueError(
+                f"--tune-min-channels must be positive, got {self.tune_min_channels}")
+        for ratio in self.occlusion_ratios:
+            if not 0.0 < ratio < 1.0:
+                raise ValueError(f"--occlusion-ratios must be in (0, 1), got {ratio}")
+        if len(set(self.occlusion_ratios)) < len(self.occlusion_ratios):
+            raise ValueError("--occlusion-ratios: a ratio is given twice")
+        if self.pair_patterns != "full":
+            wanted = {"10c": 0.1, "20c": 0.2}[self.pair_patterns]
+            if not any(abs(ratio - wanted) < 1e-9 for ratio in self.occlusion_ratios):
+                raise ValueError(f"--pair-patterns {self.pair_patterns} needs {wanted} among "
+                                 "--occlusion-ratios")
+        if self.occluders is not None and not os.path.isdir(self.occluders):
+            raise ValueError(f"--occluders {self.occluders}: no such folder")
+        if self.pair_classes is not None and len(set(map(str, self.pair_classes))) < len(
+                self.pair_classes):
+            raise ValueError("--pair-classes: a class is given twice")
+        if self.pairs == "exclusive" and self.train_on_pairs:
+            raise ValueError("--train-on-pairs needs --pairs inclusive: exclusive pairs are of "
+                             "classes that are not trained on")
+        if self.pairs == "exclusive" and self.pair_class_count != 10:
+            raise ValueError("--pair-class-count applies to --pairs inclusive only (exclusive "
+                             "pairs come from --pair-classes)")
+
+    def resolve(self, backbone, active, dataset=None):
+        if not active:
+            return self
+        named = getattr(dataset, "pair_classes", ()) if dataset is not None else ()
+        pairs = self.pairs or ("exclusive" if self.pair_classes or named else "inclusive")
+        pair_classes = self.pair_classes
+        if pairs == "exclusive" and pair_classes is None:
+            if not named:
+                raise ValueError("--pairs exclusive needs --pair-classes: classes of the "
+                                 "dataset that are not trained on")
+            pair_classes = tuple(named)
+        resolved = dataclasses.replace(self, pairs=pairs, pair_classes=pair_classes)
+        resolved.check()
+        return resolved
+
+    def tag(self):
+        tag = "feataug" + ("-incl" if self.pairs == "inclusive" else "")
+        tag += "-F" if self.train_on_pairs else ""
+        tag += "" if self.pair_patterns == "full" else f"-{self.pair_patterns}"
+        if self.dv_probability != 0.9:
+            tag += f"-a{self.dv_probability:g}"
+        if self.dv_scale != 1.0:
+            tag += f"-b{self.dv_scale:g}"
+        return tag
+
+    def column(self):
+        if self.dv_probability == 0:
+            column = "baseline F" if self.train_on_pairs else "feature aug. (alpha 0)"
+        else:
+            prefix = "F-" if self.train_on_pairs else "C-" if self.pairs == "inclusive" else ""
+            column = f"feature aug. {prefix}{self.PATTERN_NAMES[self.pair_patterns]}"
+        settings = [f"{name} {value:g}" for name, value, default in (
+            ("alpha", self.dv_probability, 0.9), ("beta", self.dv_scale, 1.0))
+            if value != default and not (name == "alpha" and value == 0)]
+        return column + (f" ({', '.join(settings)})" if settings else "")
+
+    def build(self, classifier, config, **addons):
+        from .pairs import chosen_patterns
+        from .schemes import FeatureAugmentationModel
+
+        _, patterns = chosen_patterns(self)
+        return FeatureAugmentationModel(
+            classifier, self._pair_count(classifier.outputs[0].shape[-1]) * len(patterns),
+            dv_probability=self.dv_probability, dv_scale=self.dv_scale, seed=config.seed,
+            **addons)
+
+    def _pair_count(self, num_classes):
+        """The number of clean pair images a run draws."""
+        if self.pair_classes is not None:
+            classes = len(self.pair_classes)
+        else:
+            classes = min(self.pair_class_count, num_classes)
+        return classes * self.pair_images
+
+    def stages(self, config):
+        if self.tune_min_channels is None:
+            return [Stage()]
+        minimum = self.tune_min_channels
+
+        def wide_layers_only(model):
+            from .stages import freeze_narrow_layers
+
+            freeze_narrow_layers(model, minimum)
+
+        return [Stage(trainable=wide_layers_only)]
+
+    def training_classes(self, config):
+        if self.pairs != "exclusive":
+            return config.classes
+        from .datasets import load_dataset
+        from .errors import UserError
+        from .pairs import overlap_message
+
+        listed = load_dataset(config.dataset, config.data_dir, None, **config.dataset_options())
+        pair_indices = {listed.class_index(name) for name in self.pair_classes}
+        if config.classes is None:
+            return tuple(name for index, name in enumerate(listed.class_names)
+                         if index not in pair_indices)
+        overlap = [name for name in config.classes if listed.class_index(name) in pair_indices]
+        if overlap:
+            raise UserError(overlap_message(overlap))
+        return config.classes
+
+    def prepare_training(self, model, config, data, splits, log=None):
+        from .pairs import draw_pairs, with_occluded_pairs
+        from .schemes import RefreshBank
+
+        pairs = draw_pairs(self, config, data, splits["train"], log)
+        if len(pairs) != model.bank_size:
+            from .errors import UserError
+
+            raise UserError(f"the pair set has {len(pairs)} occluded images, but "
+                            f"{model.bank_size} were expected")
+        if self.train_on_pairs:
+            splits = dict(splits, train=with_occluded_pairs(splits["train"], pairs))
+        return Preparation(splits, [RefreshBank(pairs.clean, pairs.occluded, pairs.pair_of)],
+                           pairs.record())
+
+
 def _file_in(path, name):
     """``path`` itself, or the file ``name`` inside it if it is a folder."""
     return os.path.join(path, name) if os.path.isdir(path) else path
@@ -536,7 +744,7 @@ class HNC(Addon):
         if not self.active:
             self.check_unused("needs --hnc mse or --hnc kd")
 
-    def resolve(self, backbone, active):
+    def resolve(self, backbone, active, dataset=None):
         if not self.active or self.hnc_weight is not None:
             return self
         return dataclasses.replace(self, hnc_weight=HNC_WEIGHTS[self.hnc])

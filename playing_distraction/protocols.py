@@ -58,6 +58,9 @@ def run_protocol(config, log=print, given=None):
     ``shots``, that many for every k of the grid (k outer, seeds inner). The data are
     decoded once. Returns the run folders, in that order. given: the fields the
     command line set (``config.given_fields``), for resuming (``run_training``)."""
+    classes = config.method_options().training_classes(config)
+    if classes != config.classes:
+        config = dataclasses.replace(config, classes=classes)
     data = prepare_data(config, log)
     if config.shots:
         check_shots(config.shots, data)

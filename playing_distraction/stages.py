@@ -135,6 +135,21 @@ def set_trainable(model, stage):
         stage.trainable(model)
 
 
+def freeze_narrow_layers(model, minimum):
+    """Freeze every layer of the classifier (``model``, or a scheme's ``classifier``)
+    whose weights have fewer than ``minimum`` output channels, but its last linear
+    layer: Cen et al. (2021, Sec. 4.3) fine-tune only the layers with 512 channels or
+    more on ImageNet."""
+    from .heatmaps import linear_head
+
+    classifier = getattr(model, "classifier", model)
+    head = linear_head(classifier)
+    for layer in classifier.layers:
+        if layer.weights and (head is None or layer is not head[0]):
+            if layer.weights[0].shape[-1] < minimum:
+                layer.trainable = False
+
+
 def make_split_dataset(split, config, training, epochs=None):
     prepared, indices = split
     return make_dataset(prepared.images, prepared.labels, config.batch_size, training=training,
@@ -143,7 +158,7 @@ def make_split_dataset(split, config, training, epochs=None):
 
 
 def run_stage(model, config, stage, index, splits, steps, run_dir, strategy, resuming,
-              last=True, log=None):
+              last=True, log=None, callbacks=()):
     """Train ``model`` through one stage in ``run_dir``; returns the stage's whole
     history (every epoch, also those before an interruption).
 
@@ -151,6 +166,8 @@ def run_stage(model, config, stage, index, splits, steps, run_dir, strategy, res
     stage's checkpoint restores the weights it ended with, and nothing trains).
     last: the run's last stage; an earlier one leaves a finished checkpoint behind,
     so that a run interrupted before the next stage's first epoch resumes from it.
+    callbacks: the method's own (``methods.Preparation``), run after the epoch timer
+    starts, so that their work counts in the epoch's seconds.
     """
     config = stage_config(config, stage)
     set_trainable(model, stage)
@@ -175,7 +192,7 @@ def run_stage(model, config, stage, index, splits, steps, run_dir, strategy, res
         log(f"{run_dir}: resuming after epoch {first_epoch}"
             + (f" of stage {stage.name}" if index else ""))
     checkpoint = Checkpoint(run_dir, stopper, name, history_file)
-    callbacks = [EpochTimer(), StopOnNonFinite(checkpoint.path)]
+    callbacks = [EpochTimer(), *callbacks, StopOnNonFinite(checkpoint.path)]
     if stopper is not None:
         callbacks.append(stopper)
     callbacks += [keras.callbacks.CSVLogger(str(history_file), append=first_epoch > 0),

@@ -85,6 +85,12 @@ def run_training(config, data, log=print, given=None):
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
             classifier, model = build_model(config, len(data.class_names), data.class_names)
+            # The method's own data (e.g. image pairs): checked before the folder is made.
+            preparation = options.prepare_training(model, config, data, splits, log)
+        if preparation.splits is not splits:  # e.g. images added to the training set
+            splits = preparation.splits
+            steps = steps_per_epoch(config, _count(splits["train"]),
+                                    strategy.num_replicas_in_sync)
         # The folder is made only once data and model are known to be good, so a
         # user error leaves nothing behind; it stays locked while this process
         # trains in it.
@@ -98,12 +104,14 @@ def run_training(config, data, log=print, given=None):
                 write_json(run_dir / CONFIG, config.to_dict() | {
                     "run_name": run_dir.name, "class_names": list(data.class_names),
                     "data_path": str(data.path), "split": split.to_dict(),
-                    "weights_sha256": _weights_sha256(config)} | options.record())
+                    "weights_sha256": _weights_sha256(config)} | options.record()
+                    | preparation.record)
             # The stages freeze what they do not train; the saved classifier trains whole.
             trainable = {layer.name: layer.trainable for layer in classifier.layers}
             histories = [run_stage(model, config, stage, index, splits, steps, run_dir,
                                    strategy, resuming=state == "resume",
-                                   last=index == len(stages) - 1, log=log)
+                                   last=index == len(stages) - 1, log=log,
+                                   callbacks=preparation.callbacks)
                          for index, stage in enumerate(stages)]
             for layer in classifier.layers:
                 layer.trainable = trainable[layer.name]

@@ -68,7 +68,18 @@ def test_the_saliency_goal_is_judged_on_full_size_backbones_only():
             {"backbone": "resnet50", "step_saliency": 1.18}]
     results = {key: (worst, met) for key, _, _, worst, met in bench.goals(rows)}
     assert results["step_saliency"] == (1.18, True)
-    assert bench.goals(rows[:1])[-1][3:] == (None, None)  # small_cnn alone: no figure
+    alone = {key: (worst, met) for key, _, _, worst, met in bench.goals(rows[:1])}
+    assert alone["step_saliency"] == (None, None)  # small_cnn alone: no figure
+
+
+def test_the_feature_augmentation_epoch_adds_the_bank_refresh_to_its_steps():
+    # 2730 / 16 steps of 0.11 s against 0.10 s, and 1250 pair images at 0.016 s per 16.
+    median = {"plain": 0.10, "feataug": 0.11, "dv_features": 0.016}
+    steps = bench.EPOCH_IMAGES / 16
+    expected = (steps * 0.11 + 0.016 / 16 * bench.PAIR_IMAGES) / (steps * 0.10)
+    assert bench._epoch_feataug(median, 16) == pytest.approx(expected)
+    assert (bench.EPOCH_IMAGES, bench.PAIR_IMAGES) == (2730, 1250)
+    assert bench._epoch_feataug({"plain": 0.1}, 16) is None  # reports of earlier versions
 
 
 def test_interleave_rotates_the_order_and_times_every_call():
@@ -100,7 +111,10 @@ def test_bench_runs_and_writes_its_report(tmp_path, capsys):
     report = json.loads((tmp_path / "bench.json").read_text())
     (row,) = report["rows"]
     assert (row["backbone"], row["batch_size"], row["jit_compile"]) == ("small_cnn", 4, False)
-    assert len(row["seconds"]) == 8 and min(row["seconds"].values()) > 0
+    assert len(row["seconds"]) == 10 and min(row["seconds"].values()) > 0
+    assert row["step_feataug"] == pytest.approx(row["seconds"]["feataug"]
+                                                / row["seconds"]["plain"])
+    assert row["epoch_feataug"] > row["step_feataug"] * 0.99  # the refresh costs something
     assert row["step_saliency"] == pytest.approx(row["seconds"]["saliency"]
                                                  / row["seconds"]["plain"])
     # The BFC allocator was turned on, so memory was measured on this CPU.

@@ -45,7 +45,8 @@ CASES = [pytest.param(method, hnc, id=case_id(method, hnc))
 # SeedGenerator(0): 0.211, 0.082, 0.383 in a plain tf.function, 0.905, 0.762, 0.878
 # with jit_compile), so the two runs cannot share a random branch's draws; the
 # branch is taken on every step instead: distraction occludes every batch.
-XLA_SETTINGS = {"distraction": ({"probability": 1.0}, {"occluded_steps": 1.0})}
+XLA_SETTINGS = {"distraction": ({"probability": 1.0}, {"occluded_steps": 1.0}),
+                "feataug": ({"dv_probability": 1.0}, {"shifted_share": 1.0})}
 
 
 def data(count=BATCH, seed=0):

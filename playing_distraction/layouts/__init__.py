@@ -17,6 +17,8 @@ One module per official layout, as torchvision does:
 - ``aircraft``: FGVC-Aircraft 2013b, images and split text files;
 - ``flowers``: Oxford Flowers 102, images and ``.mat`` labels and split;
 - ``cub``: CUB-200-2011, images and its text files;
+- ``caltech101``: Caltech-101, class folders, split as the feature-augmentation
+  paper does (30 training, at most 50 test images per class);
 - ``egofoodplaces``: EgoFoodPlaces from a manifest with events, split by event;
 - ``folder``: any dataset as class folders or a manifest.
 
@@ -26,6 +28,12 @@ read_cars``). This package does not import TensorFlow.
 
 from .aircraft import AIRCRAFT_BANNER_ROWS, AIRCRAFT_LAYOUT, AIRCRAFT_LEVELS, read_aircraft
 from .base import IMAGE_SUFFIXES, Dataset, Part
+from .caltech101 import (
+    CALTECH101_CLASSES,
+    CALTECH101_LAYOUT,
+    CALTECH101_PAIR_CLASSES,
+    read_caltech101,
+)
 from .cars import CARS_LAYOUT, read_cars
 from .cub import CUB_LAYOUT, read_cub
 from .egofoodplaces import read_egofoodplaces
@@ -46,6 +54,9 @@ __all__ = [
     "AIRCRAFT_BANNER_ROWS",
     "AIRCRAFT_LAYOUT",
     "AIRCRAFT_LEVELS",
+    "CALTECH101_CLASSES",
+    "CALTECH101_LAYOUT",
+    "CALTECH101_PAIR_CLASSES",
     "CARS_LAYOUT",
     "CUB_LAYOUT",
     "FASHION_MNIST_CLASSES",
@@ -60,6 +71,7 @@ __all__ = [
     "Part",
     "load_fashion_mnist",
     "read_aircraft",
+    "read_caltech101",
     "read_cars",
     "read_cub",
     "read_egofoodplaces",

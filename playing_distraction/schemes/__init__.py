@@ -9,6 +9,8 @@ What is saved for users is ``scheme.classifier``.
   loss (PAPERS.md §4); the base of the others.
 - ``DistractionModel``: playing to distraction (PAPERS.md §1).
 - ``PairwiseModel``: CAM erasing with pairwise consistency (PAPERS.md §3).
+- ``FeatureAugmentationModel``: deep feature augmentation for occluded images
+  (PAPERS.md §5), with its ``RefreshBank`` callback.
 
 The schemes keep Keras' own ``train_step`` (gradient tape, loss scaling under mixed
 precision, loss scaling across replicas, optimizer, metrics) and change what it
@@ -21,7 +23,9 @@ also reported as a metric of its own, in training only.
 from ..choices import PAIRWISE_LOSSES
 from .base import TrainingScheme, batch_mean, true_classes
 from .distraction import DistractionModel
+from .feature_augmentation import FeatureAugmentationModel, RefreshBank
 from .pairwise import PairwiseModel
 
-__all__ = ["TrainingScheme", "DistractionModel", "PairwiseModel", "batch_mean", "true_classes",
+__all__ = ["TrainingScheme", "DistractionModel", "PairwiseModel", "FeatureAugmentationModel",
+           "RefreshBank", "batch_mean", "true_classes",
            "PAIRWISE_LOSSES"]

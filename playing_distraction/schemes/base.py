@@ -55,7 +55,8 @@ class TrainingScheme(keras.Model):
     hnc_top_k: default ⌈0.1 K⌉; at most K - 1.
     hnc_temperature: T of the kd form.
     taps: for subclasses: {name: layer name} of further feature maps that the
-        training outputs carry.
+        training outputs carry ({}: none, but the head's pooled features and
+        feature map, as with HNC).
 
     Reported metric: ``hnc_loss`` (the unweighted term).
     """
@@ -75,7 +76,7 @@ class TrainingScheme(keras.Model):
         self.hnc_temperature = float(hnc_temperature)
         self.hnc_top_k = hnc_top_k
         self.network = None
-        if hnc is not None or taps:
+        if hnc is not None or taps is not None:
             head = linear_head(classifier)
             if head is None:
                 raise ValueError(
