@@ -117,9 +117,11 @@ def draw_pairs(options, config, data, train_split, log=None):
         prepared = prepare(part.take(picked), config.image_size, None, config.on_bad_image)
         if len(prepared) < len(picked):
             raise UserError(f"a pair image could not be decoded: {prepared.skipped[0][0]}")
-        # Items as the dataset names them: the files, or positions in its training part.
+        # Items as the dataset names them: the files, or positions in its official
+        # training part (a class subset keeps them in ``positions``).
+        positions = picked if part.positions is None else part.positions[picked]
         items = (list(part.paths[picked]) if part.paths is not None
-                 else [f"train {position}" for position in picked])
+                 else [f"train {position}" for position in positions])
         clean, labels, names = prepared.images, prepared.labels, pair_data.class_names
     else:
         train, indices = train_split

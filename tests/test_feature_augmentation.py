@@ -163,6 +163,10 @@ def test_exclusive_pairs_come_from_the_pair_classes_and_are_recorded(fashion_dir
     pairs = recorded["pair_set"]
     assert recorded["pairs"] == "exclusive"
     assert pairs["classes"] == ["Sandal", "Bag"] and len(pairs["items"]) == 6
+    # Positions in the official training file, whose labels are 12 of each class in order.
+    positions = [int(item.split()[-1]) for item in pairs["items"]]
+    assert [position // 12 for position in positions] == [5, 5, 5, 8, 8, 8]
+    assert len(set(positions)) == 6
     assert len(pairs["patterns"]) == 3 * 2 * 2  # 3 occluders, 2 ratios, centre + 1
     history = list(csv.DictReader(open(run / "history.csv")))
     assert 0.5 < float(history[0]["shifted_share"]) < 1.0  # alpha 0.9
