@@ -633,7 +633,8 @@ class FeatureAugmentation(Method):
 
     def column(self):
         if self.dv_probability == 0:
-            column = "baseline F" if self.train_on_pairs else "feature aug. (alpha 0)"
+            # Plain training (bit for bit) on the method's classes and training set.
+            column = "baseline F" if self.train_on_pairs else "baseline"
         else:
             prefix = "F-" if self.train_on_pairs else "C-" if self.pairs == "inclusive" else ""
             column = f"feature aug. {prefix}{self.PATTERN_NAMES[self.pair_patterns]}"

@@ -291,3 +291,33 @@ def test_on_caltech101_the_papers_ten_pair_classes_are_the_default(tmp_path):
     assert len(recorded["pair_set"]["items"]) == 20
     assert all(f"/{name}/" in item for name, item in zip(
         np.repeat(CALTECH101_PAIR_CLASSES, 2), recorded["pair_set"]["items"]))
+
+
+@pytest.mark.parametrize(("flags", "tag", "column"), [
+    ({}, "feataug-incl", "feature aug. C-Full"),
+    ({"pair_classes": ("7", "9")}, "feataug", "feature aug. Full"),
+    ({"pair_classes": ("7", "9"), "pair_patterns": "20c"}, "feataug-20c", "feature aug. 20C"),
+    ({"train_on_pairs": True}, "feataug-incl-F", "feature aug. F-Full"),
+    ({"train_on_pairs": True, "dv_probability": 0.0}, "feataug-incl-F-a0", "baseline F"),
+    ({"pair_classes": ("7", "9"), "dv_probability": 0.0}, "feataug-a0", "baseline"),
+    ({"dv_scale": 2.0, "dv_probability": 0.5}, "feataug-incl-a0.5-b2",
+     "feature aug. C-Full (alpha 0.5, beta 2)"),
+    ({"hnc": "mse"}, "feataug-incl-hnc_mse", "feature aug. C-Full + HNC-mse"),
+])
+def test_run_names_and_columns(flags, tag, column):
+    from playing_distraction.config import TrainConfig
+
+    config = TrainConfig(method="feataug", dataset="fashion-mnist", **flags).resolved()
+    assert (config.method_tag, config.column) == (tag, column)
+
+
+def test_caltech101_resolves_to_the_exclusive_setting_and_its_pair_classes():
+    from playing_distraction.config import TrainConfig
+    from playing_distraction.layouts import CALTECH101_PAIR_CLASSES
+
+    config = TrainConfig(method="feataug", dataset="caltech101").resolved()
+    assert config.pairs == "exclusive" and config.pair_classes == CALTECH101_PAIR_CLASSES
+    inclusive = TrainConfig(method="feataug", dataset="caltech101", pairs="inclusive").resolved()
+    assert inclusive.pair_classes is None and inclusive.method_tag == "feataug-incl"
+    other = TrainConfig(method="distraction", dataset="caltech101").resolved()
+    assert other.pairs is None and other.pair_classes is None  # inactive: untouched
