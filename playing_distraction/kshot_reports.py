@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .reports import (ALPHA, Table, _best_columns, mean_std, run_rows, t_test_cell,
-                      write_rows, write_tables)
+from .reports import (ALPHA, Table, _best_columns, mean_std, run_rows, save_accuracy_plot,
+                      t_test_cell, write_rows, write_tables)
 from .runs import Method
 from .splits import shot_label, shot_order
 
@@ -110,13 +110,7 @@ def kshot_figure(methods, scores, path):
         axes.errorbar(positions, means, yerr=spreads, marker="o", capsize=3,
                       label=method.name)
     axes.set_xticks(range(len(grid)), [shot_label(k) for k in grid])
-    axes.set_xlabel("training images per class (k)")
-    axes.set_ylabel("test accuracy (%)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_accuracy_plot(figure, axes, "training images per class (k)", path)
 
 
 def write_kshot_reports(methods, out_dir):

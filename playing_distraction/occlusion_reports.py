@@ -23,7 +23,7 @@ import numpy as np
 
 from .corruptions import Summary
 from .metrics import paired_t_test
-from .reports import ALPHA, Table, _best_columns, mean_std, seed_pairs
+from .reports import ALPHA, Table, _best_columns, mean_std, save_accuracy_plot, seed_pairs
 
 CLEAN = "clean"
 AVERAGE = "avg"
@@ -155,13 +155,7 @@ def occlusion_figure(methods, values, groups, path):
                           label=f"{method.name}, {kind}")
     axes.set_xticks([0.0] + [100 * ratio for ratio in ratios],
                     ["clean"] + [f"{_percent(ratio)} %" for ratio in ratios])
-    axes.set_xlabel("occluded share of the image")
-    axes.set_ylabel("test accuracy (%)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_accuracy_plot(figure, axes, "occluded share of the image", path)
 
 
 def occlusion_summary(corruption, methods, scores):

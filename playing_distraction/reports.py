@@ -277,6 +277,20 @@ def corruption_tables(methods, model_results):
     return tables, columns
 
 
+def save_accuracy_plot(figure, axes, xlabel, path):
+    """Label, grid and legend an accuracy-against-x plot of matplotlib's, save it as a
+    PNG at ``path`` and close it (the k-shot and occlusion figures)."""
+    import matplotlib.pyplot as plt
+
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def _slug(name):
     return "".join(char if char.isalnum() or char in "-_" else "_" for char in name)
 
