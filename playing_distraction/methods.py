@@ -30,6 +30,7 @@ This module does not import TensorFlow.
 """
 
 import dataclasses
+import math
 import os
 import typing
 
@@ -579,19 +580,15 @@ class FeatureAugmentation(Method):
         for name in ("pair_class_count", "pair_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
-        if self.random_positions < 0:
-            raise ValueError(f"--random-positions must be 0 or more, got {self.random_positions}")
         if self.tune_min_channels is not None and self.tune_min_channels < 1:
             raise ValueError(
                 f"--tune-min-channels must be positive, got {self.tune_min_channels}")
-        for ratio in self.occlusion_ratios:
-            if not 0.0 < ratio < 1.0:
-                raise ValueError(f"--occlusion-ratios must be in (0, 1), got {ratio}")
-        if len(set(self.occlusion_ratios)) < len(self.occlusion_ratios):
-            raise ValueError("--occlusion-ratios: a ratio is given twice")
-        if self.pair_patterns != "full":
-            wanted = {"10c": 0.1, "20c": 0.2}[self.pair_patterns]
-            if not any(abs(ratio - wanted) < 1e-9 for ratio in self.occlusion_ratios):
+        from .occluders import check_pattern_settings, subset_ratio
+
+        check_pattern_settings(self.occlusion_ratios, self.random_positions, self.pattern_seed)
+        wanted = subset_ratio(self.pair_patterns)
+        if wanted is not None:
+            if not any(math.isclose(ratio, wanted) for ratio in self.occlusion_ratios):
                 raise ValueError(f"--pair-patterns {self.pair_patterns} needs {wanted} among "
                                  "--occlusion-ratios")
         if self.occluders is not None and not os.path.isdir(self.occluders):
@@ -617,9 +614,7 @@ class FeatureAugmentation(Method):
                 raise ValueError("--pairs exclusive needs --pair-classes: classes of the "
                                  "dataset that are not trained on")
             pair_classes = tuple(named)
-        resolved = dataclasses.replace(self, pairs=pairs, pair_classes=pair_classes)
-        resolved.check()
-        return resolved
+        return dataclasses.replace(self, pairs=pairs, pair_classes=pair_classes)
 
     def tag(self):
         tag = "feataug" + ("-incl" if self.pairs == "inclusive" else "")
@@ -677,17 +672,16 @@ class FeatureAugmentation(Method):
         if self.pairs != "exclusive":
             return config.classes
         from .datasets import load_dataset
-        from .errors import UserError
-        from .pairs import overlap_message
+        from .pairs import refuse_trained_pairs
 
         listed = load_dataset(config.dataset, config.data_dir, None, **config.dataset_options())
-        pair_indices = {listed.class_index(name) for name in self.pair_classes}
+        pairs = [(name, listed.class_index(name, "--pair-classes"))
+                 for name in self.pair_classes]
         if config.classes is None:
+            pair_indices = {index for _, index in pairs}
             return tuple(name for index, name in enumerate(listed.class_names)
                          if index not in pair_indices)
-        overlap = [name for name in config.classes if listed.class_index(name) in pair_indices]
-        if overlap:
-            raise UserError(overlap_message(overlap))
+        refuse_trained_pairs(pairs, {listed.class_index(name) for name in config.classes})
         return config.classes
 
     def prepare_training(self, model, config, data, splits, log=None):

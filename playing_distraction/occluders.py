@@ -140,12 +140,10 @@ class Pattern:
                 "position": self.position, "centre": list(self.centre)}
 
 
-def make_patterns(occluders, ratios=RATIOS, random_positions=RANDOM_POSITIONS, seed=0):
-    """Every pattern: for each ratio (in the order given), each occluder, the centre and
-    then ``random_positions`` positions. Random centres are uniform over the image,
-    drawn from ``numpy.random.default_rng([seed, occluder index, ratio index])``, so
-    a pattern set is fixed by its arguments (the paper fixes its random positions
-    once)."""
+def check_pattern_settings(ratios, random_positions, seed):
+    """ValueError naming the flag (train.py's and evaluate.py's alike) unless the
+    ratios are distinct numbers in (0, 1) and the position count and seed are whole
+    numbers, 0 or more."""
     ratios = tuple(ratios)
     if not ratios:
         raise ValueError("--occlusion-ratios needs at least one ratio")
@@ -161,6 +159,16 @@ def make_patterns(occluders, ratios=RATIOS, random_positions=RANDOM_POSITIONS, s
         raise ValueError(f"--random-positions must be 0 or more, got {random_positions}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"--pattern-seed must be 0 or more, got {seed}")
+
+
+def make_patterns(occluders, ratios=RATIOS, random_positions=RANDOM_POSITIONS, seed=0):
+    """Every pattern: for each ratio (in the order given), each occluder, the centre and
+    then ``random_positions`` positions. Random centres are uniform over the image,
+    drawn from ``numpy.random.default_rng([seed, occluder index, ratio index])``, so
+    a pattern set is fixed by its arguments (the paper fixes its random positions
+    once). ValueError on bad settings (``check_pattern_settings``)."""
+    ratios = tuple(ratios)
+    check_pattern_settings(ratios, random_positions, seed)
     if not occluders:
         raise ValueError("no occluder to make patterns from")
     patterns = []
@@ -174,15 +182,21 @@ def make_patterns(occluders, ratios=RATIOS, random_positions=RANDOM_POSITIONS, s
     return patterns
 
 
-def pattern_subset(patterns, subset):
-    """The patterns of an I_op variant: ``full`` all, ``10c`` / ``20c`` the centre
-    patterns of ratio 0.1 / 0.2."""
-    if subset == "full":
-        return list(patterns)
+def subset_ratio(subset):
+    """The ratio whose centre patterns a subset keeps: 0.1 for ``10c``, 0.2 for
+    ``20c``; None for ``full`` (every pattern)."""
     if subset not in PATTERN_SUBSETS:
         raise ValueError(f"unknown pattern subset {subset!r}; choose from "
                          f"{', '.join(PATTERN_SUBSETS)}")
-    ratio = int(subset[:-1]) / 100
+    return None if subset == "full" else int(subset[:-1]) / 100
+
+
+def pattern_subset(patterns, subset):
+    """The patterns of an I_op variant: ``full`` all, ``10c`` / ``20c`` the centre
+    patterns of ratio 0.1 / 0.2."""
+    ratio = subset_ratio(subset)
+    if ratio is None:
+        return list(patterns)
     chosen = [pattern for pattern in patterns
               if pattern.position == "centre" and math.isclose(pattern.ratio, ratio)]
     if not chosen:

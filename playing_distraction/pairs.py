@@ -21,6 +21,7 @@ import numpy as np
 from . import occluders as occluders_module
 from .datasets import load_dataset
 from .errors import UserError
+from .layouts.base import find_class
 from .pipeline import Prepared, prepare
 
 
@@ -104,12 +105,9 @@ def draw_pairs(options, config, data, train_split, log=None):
     if options.pairs == "exclusive":
         pair_data = load_dataset(config.dataset, str(data.path), options.pair_classes,
                                  **config.dataset_options())
-        trained = set(data.classes if data.classes is not None
-                      else range(len(data.class_names)))
-        overlap = [name for name, index in zip(pair_data.class_names, pair_data.class_indices)
-                   if index in trained]
-        if overlap:
-            raise UserError(overlap_message(overlap))
+        refuse_trained_pairs(zip(pair_data.class_names, pair_data.class_indices),
+                             set(data.classes if data.classes is not None
+                                 else range(len(data.class_names))))
         part = pair_data.train
         classes = list(enumerate(pair_data.class_names))
         picked = _draw(part.labels, classes, options.pair_images, rng,
@@ -147,19 +145,23 @@ def draw_pairs(options, config, data, train_split, log=None):
                    {shape.name: shape.sha256 for shape in shapes})
 
 
-def overlap_message(names):
-    return (f"--pair-classes {' '.join(map(str, names))}: trained on as well, but "
+def refuse_trained_pairs(pair_classes, trained):
+    """UserError if a pair class - (name as given, index in the dataset) - is among
+    the ``trained`` dataset indices: occlusion-exclusive pairs come from classes that
+    are not trained on."""
+    overlap = [str(name) for name, index in pair_classes if index in trained]
+    if overlap:
+        raise UserError(
+            f"--pair-classes {' '.join(overlap)}: trained on as well, but "
             "occlusion-exclusive pairs (--pairs exclusive) come from classes that are not "
             "trained on; leave them out of --classes, or use --pairs inclusive")
 
 
 def _training_class(class_names, name):
     """The label of a training class given by name or index among the run's classes."""
-    if str(name) in class_names:
-        return class_names.index(str(name))
-    text = str(name)
-    if text.isdigit() and int(text) < len(class_names):
-        return int(text)
+    label = find_class(class_names, str(name))
+    if label is not None:
+        return label
     raise UserError(f"--pair-classes {name}: not one of the training classes "
                     f"({', '.join(class_names)}) that inclusive pairs are drawn from")
 

@@ -247,7 +247,7 @@ def corruption_outputs(methods, model_results):
     by_corruption = {}
     for (name, setting), scores in model_results.corrupted_scores.items():
         by_corruption.setdefault(name, {})[setting] = scores
-    given = getattr(model_results, "corruptions", None) or {}
+    given = model_results.corruptions
     tables, columns, figures = {}, {}, {}
     for name, by_setting in by_corruption.items():
         corruption = given.get(name) or get_corruption(name)
@@ -269,12 +269,6 @@ def corruption_outputs(methods, model_results):
                 raise ValueError(f"corruption {name}: {kind} {', '.join(clashes)} is not unique")
             taken.update(own)
     return tables, columns, figures
-
-
-def corruption_tables(methods, model_results):
-    """The tables and runs.csv columns of ``corruption_outputs``."""
-    tables, columns, _ = corruption_outputs(methods, model_results)
-    return tables, columns
 
 
 def save_accuracy_plot(figure, axes, xlabel, path):

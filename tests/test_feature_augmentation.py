@@ -224,7 +224,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(fashion_dir, tmp_path, mo
     (["--pair-patterns", "10c", "--occlusion-ratios", "0.2"],
      "--pair-patterns 10c needs 0.1 among --occlusion-ratios"),
     (["--pair-images", "40"], "--pair-images 40: class"),
-    (["--pair-classes", "Nonsense", "4"], "Nonsense"),
+    (["--pair-classes", "Nonsense", "4"], "--pair-classes: fashion-mnist has no class 'Nonsense'"),
     (["--classes", "2", "3", "4", "--pairs", "inclusive", "--pair-classes", "Trouser"],
      "--pair-classes Trouser: not one of the training classes"),
 ])

@@ -99,16 +99,16 @@ class Dataset:
                                 "these classes")
         return subset
 
-    def class_index(self, name):
-        """The index of a class given by name or index (see ``subset``)."""
-        if isinstance(name, str) and name in self.class_names:
-            return self.class_names.index(name)
-        text = str(name)
-        if text.isascii() and text.isdigit() and int(text) < self.num_classes:
-            return int(text)
-        listed = ", ".join(f"{index} {value!r}" for index, value in enumerate(self.class_names))
-        raise UserError(f"--classes: {self.name} has no class {text!r}; its classes are "
-                        f"{listed}")
+    def class_index(self, name, flag="--classes"):
+        """The index of a class given by name or index (see ``subset``); a UserError
+        naming ``flag`` if there is no such class."""
+        index = find_class(self.class_names, name)
+        if index is None:
+            listed = ", ".join(f"{index} {value!r}"
+                               for index, value in enumerate(self.class_names))
+            raise UserError(f"{flag}: {self.name} has no class {str(name)!r}; its classes "
+                            f"are {listed}")
+        return index
 
     def parts(self):
         named = {"train": self.train, "validation": self.validation, "test": self.test}
@@ -116,6 +116,17 @@ class Dataset:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def find_class(class_names, name):
+    """The index in ``class_names`` of a class given by name, or by index (an int, or
+    a string of digits that is not a class name); None if there is none."""
+    if isinstance(name, str) and name in class_names:
+        return list(class_names).index(name)
+    text = str(name)
+    if text.isascii() and text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    return None
 
 
 def _require_dir(path, layout):
