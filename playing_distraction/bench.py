@@ -18,8 +18,10 @@ fair even when the absolute times do not.
 
 Also measured on the same batch: the Grad-CAM pass of the step against an inference
 forward pass, ``grad_cam`` against tf-keras-vis ``Gradcam``, and the allocator's peak
-memory during one plain and one distraction step (p = 1). The goals of issue 5 are
-checked on the ratios and printed as a list; ``--json`` writes every figure.
+memory during one plain and one distraction step (p = 1). And what ``--tensorboard``
+adds to an epoch of the p = 0.25 scheme: its epoch-end work (scalars, flushed) and one
+panel write, interleaved. The goals of issue 5 are checked on the ratios and printed
+as a list; ``--json`` writes every figure.
 """
 
 import argparse
@@ -27,6 +29,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +68,12 @@ GOALS["epoch_feataug"] = ("feature-augmentation epoch / plain epoch (Caltech-101
 # 24 occluded versions, through the bank refresh.
 EPOCH_IMAGES = 91 * 30
 PAIR_IMAGES = 10 * 5 * (1 + 24)
+# --tensorboard costs at most 5 % of an epoch at its default image interval, judged on
+# an epoch of Fashion-MNIST (60,000 training images less the 25 % validation split).
+GOALS["epoch_tensorboard"] = ("epoch with --tensorboard / epoch without (Fashion-MNIST, "
+                              "panels every 5 epochs)", 1.05, False)
+TENSORBOARD_EPOCH_IMAGES = 45_000
+TENSORBOARD_IMAGES, TENSORBOARD_EVERY = 8, 5  # the flags' defaults
 # Goals judged on some rows only.
 GOAL_ROWS = {"step_saliency": lambda row: row["backbone"] != "small_cnn"}
 
@@ -187,6 +196,7 @@ def measure(backbone, precision, jit, batch_size=16, image_size=None, rounds=8, 
     from .modulated import modulated_classifier
     from .schemes import DistractionModel, FeatureAugmentationModel
     from .stages import compile_model
+    from .tensorboard import TensorBoardLog
 
     spec = get_backbone(backbone)
     size = image_size or spec.input_size
@@ -205,6 +215,7 @@ def measure(backbone, precision, jit, batch_size=16, image_size=None, rounds=8, 
             steps[mode] = _train_function(model, (images, labels))
             if mode == "p=0.25":
                 steps[mode] = _recording_draws(steps[mode], model, draws)
+                quarter = model
         # The hallucinated-saliency model: the same backbone weights, its default fusion
         # layer and branch, trained whole (Approach B).
         # (The narrow branch where an image is too small for the backbone's.)
@@ -248,13 +259,39 @@ def measure(backbone, precision, jit, batch_size=16, image_size=None, rounds=8, 
             _materialise(function())  # tracing and compiling
         pass_times = interleave(passes, rounds, calls)
         memory = {mode: step_memory(steps[mode]) for mode in ("plain", "p=1")}
+        with tempfile.TemporaryDirectory() as folder:
+            tensorboard_times = _tensorboard_times(
+                TensorBoardLog(folder, *synthetic_batch(TENSORBOARD_IMAGES, size, num_classes,
+                                                        seed=1),
+                               images_every=TENSORBOARD_EVERY), quarter, rounds, calls)
     finally:
         keras.config.set_dtype_policy(previous)
     return _row(backbone, precision, jit, batch_size, size, step_times, draws, pass_times,
-                memory)
+                memory, tensorboard_times)
 
 
-def _row(backbone, precision, jit, batch_size, size, step_times, draws, pass_times, memory):
+def _tensorboard_times(log, model, rounds, calls):
+    """{"scalars": [...], "panels": [...]}: seconds of the epoch-end work of a
+    ``TensorBoardLog`` on ``model`` at an epoch without panels (Keras' scalars, the
+    writers flushed), and of one panel write. It has no batch hooks: steps cost the
+    same with it."""
+    log.set_model(model)
+    log.set_params({"epochs": 10 ** 6, "steps": 1, "verbose": 0})
+    logs = {"loss": 1.0, "accuracy": 0.5, "occluded_steps": 0.25, "occluded_area": 0.1,
+            "seconds": 1.0, "val_loss": 1.0, "val_accuracy": 0.5}
+    log.on_train_begin()
+    passes = {"scalars": lambda: log.on_epoch_end(1, dict(logs)),  # epoch 2: no panels
+              "panels": lambda: log.write_panels(1)}
+    for function in passes.values():
+        function()  # the writers' files, the first calls
+    try:
+        return interleave(passes, rounds, calls)
+    finally:
+        log.on_train_end()
+
+
+def _row(backbone, precision, jit, batch_size, size, step_times, draws, pass_times, memory,
+         tensorboard_times=None):
     """Seconds per call (median) and the ratios the goals are judged on.
 
     The p = 0.25 epoch: its steps are split by whether they drew an occlusion, and
@@ -297,7 +334,21 @@ def _row(backbone, precision, jit, batch_size, size, step_times, draws, pass_tim
         row["memory_peak"] = occluded_peak / max(plain_peak, 1)
     else:
         row["memory_bytes"] = row["memory_step"] = row["memory_peak"] = None
+    if tensorboard_times:
+        row["tensorboard_seconds"] = {name: float(np.median(values))
+                                      for name, values in tensorboard_times.items()}
+        row["epoch_tensorboard"] = _epoch_tensorboard(row)
     return row
+
+
+def _epoch_tensorboard(row):
+    """(a p = 0.25 epoch of TENSORBOARD_EPOCH_IMAGES + the epoch-end scalars + a panel
+    write every TENSORBOARD_EVERY epochs) / (the epoch alone). The epoch's validation
+    pass is left out of both, which can only raise the ratio."""
+    epoch = (TENSORBOARD_EPOCH_IMAGES / row["batch_size"] * row["epoch_p025"]
+             * row["seconds"]["plain"])
+    extra = row["tensorboard_seconds"]
+    return (epoch + extra["scalars"] + extra["panels"] / TENSORBOARD_EVERY) / epoch
 
 
 def _epoch_feataug(median, batch_size):
@@ -378,6 +429,20 @@ def render(rows, machine):
             f"| {_ms(step['forward'])} | {_ms(step['gradcam'])} | {row['gradcam_forward']:.2f} "
             f"| {row['gradcam_tape_forward']:.2f} | {_ms(step['tf_keras_vis'])} "
             f"| {row['tfkv_speedup']:.1f}× | {memory} | {_ratio(row['memory_step'])} |")
+    lines += ["", f"--tensorboard: milliseconds of the epoch-end work at an epoch without "
+              f"panels and of one panel write ({TENSORBOARD_IMAGES} images, the p=0.25 "
+              f"scheme); the epoch of {TENSORBOARD_EPOCH_IMAGES} images with its scalars and "
+              f"a panel write every {TENSORBOARD_EVERY} epochs, to the epoch without them",
+              "",
+              "| backbone | precision | XLA | scalars ms | panels ms | epoch ÷ |",
+              "|---|---|---|---:|---:|---:|"]
+    for row in rows:
+        extra = row.get("tensorboard_seconds")
+        lines.append(
+            f"| {row['backbone']} | {row['precision']} | {'on' if row['jit_compile'] else 'off'} "
+            f"| {_ms(extra['scalars']) if extra else 'n/a'} "
+            f"| {_ms(extra['panels']) if extra else 'n/a'} "
+            f"| {_ratio(row.get('epoch_tensorboard'))} |")
     lines += ["", "Goals (worst row):", ""]
     for key, description, bound, worst, met in goals(rows):
         relation = "≥" if GOALS[key][2] else "≤"

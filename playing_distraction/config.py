@@ -173,6 +173,17 @@ class SharedConfig:
     overwrite: bool = _run(False, "replace an existing run folder of the same name")
     verbose: int = _run(
         2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+    # Logging settings, as --verbose: they neither name a run nor stop it resuming.
+    tensorboard: bool = _run(
+        False, "write TensorBoard logs in the run folder's tensorboard/: Keras' epoch "
+        "scalars, and panels of validation images with their Grad-CAM and what the method "
+        "does to them (tensorboard --logdir models/)")
+    tensorboard_images_every: int = _run(
+        5, "with --tensorboard: write the image panels every N epochs, and at the first and "
+        "last", metavar="N")
+    tensorboard_images: int = _run(
+        8, "with --tensorboard: validation images in the panels (training images where the "
+        "run has no validation split), drawn once from the run's seed", metavar="M")
     jit_compile: str = _speed(
         "auto", "XLA-compile the training step (auto: on when a GPU is present, off under "
         "--strategy mirrored)", choices=SWITCHES)
@@ -312,6 +323,11 @@ class SharedConfig:
                 raise ValueError(f"{flag(name)} must be positive, got {value}")
         if self.oversample is not None and self.oversample < 0:
             raise ValueError(f"--oversample must be 0 or more, got {self.oversample}")
+        for name in ("tensorboard_images_every", "tensorboard_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{flag(name)} must be positive, got {getattr(self, name)}")
+            if not self.tensorboard and getattr(self, name) != _SHARED_DEFAULTS[name]:
+                raise ValueError(f"{flag(name)} applies to --tensorboard only")
         if self.event_split is not None:
             shares = self.event_split
             if min(shares) < 0 or shares[0] == 0 or shares[2] == 0 or abs(sum(shares) - 1) > 1e-6:

@@ -33,9 +33,11 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 MODEL = "model.keras"
 
-# Flags that may differ between an interrupted run and its resumption.
+# Flags that may differ between an interrupted run and its resumption (the logging
+# settings among them: a run resumed with or without --tensorboard trains the same).
 RESUMABLE_CHANGES = {"resume", "verbose", "overwrite", "repeats", "out_dir", "run_name",
-                     "data_dir", "cache_dir", "steps_per_execution"}
+                     "data_dir", "cache_dir", "steps_per_execution", "tensorboard",
+                     "tensorboard_images_every", "tensorboard_images"}
 
 
 def run_name(config):

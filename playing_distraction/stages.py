@@ -6,7 +6,8 @@ overrides), continues from its own checkpoint if a run is resumed, and fits with
 early stopping on validation accuracy (best weights restored, Morales et al.,
 Sec. 4.2) and a checkpoint after every epoch. The first stage's files are
 ``history.csv`` and ``checkpoint.npz``, as for every run before stages existed;
-a later stage's are ``history-<stage>.csv`` and ``checkpoint-<stage>.npz``.
+a later stage's are ``history-<stage>.csv`` and ``checkpoint-<stage>.npz``. With
+``--tensorboard``, each stage also logs to TensorBoard (``tensorboard.py``).
 """
 
 import dataclasses
@@ -21,6 +22,7 @@ from .errors import UserError
 from .pipeline import make_dataset
 from .run_folders import read_history
 from .storage import write_text
+from .tensorboard import stage_log
 
 
 def has_gpu():
@@ -195,6 +197,10 @@ def run_stage(model, config, stage, index, splits, steps, run_dir, strategy, res
     callbacks = [EpochTimer(), *callbacks, StopOnNonFinite(checkpoint.path)]
     if stopper is not None:
         callbacks.append(stopper)
+    if config.tensorboard:
+        # After early stopping, which tells it the last epoch; before the checkpoint, so
+        # that a checkpointed epoch is in the logs.
+        callbacks.append(stage_log(config, splits, run_dir, index, stage.name))
     callbacks += [keras.callbacks.CSVLogger(str(history_file), append=first_epoch > 0),
                   checkpoint]
     first_epoch = config.epochs if restored.stopped else first_epoch

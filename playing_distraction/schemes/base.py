@@ -7,15 +7,19 @@ fed or what it adds up: in training, ``call`` returns a dict of the outputs the
 loss needs (``training_outputs``), ``compute_loss`` adds the per-image terms that
 ``loss_terms`` yields to the compiled loss of the classifier's logits, and
 ``compute_metrics`` sees the logits. Each term is also reported as a metric of its
-own, in training only.
+own, in training only. ``illustrate`` draws what the scheme does to a batch, for a
+person to see (``train.py --tensorboard``).
 """
+
+import weakref
 
 import keras
 import tensorflow as tf
 
 from ..choices import HNC_FORMS, HNC_WEIGHTS, default_top_k
-from ..heatmaps import class_activation_maps, linear_head
+from ..heatmaps import class_activation_maps, linear_head, normalize_per_image, resize_bilinear
 from ..losses import homogeneous_negative_cam
+from ..modulated import BRANCH, has_saliency
 
 
 def true_classes(y):
@@ -24,6 +28,25 @@ def true_classes(y):
     if y.shape.rank == 2 and y.shape[-1] not in (None, 1):
         return tf.argmax(y, axis=-1, output_type=tf.int32)
     return tf.reshape(tf.cast(y, tf.int32), [-1])
+
+
+def as_pictures(maps):
+    """(B, H, W) maps in [0, 1] -> (B, H, W, 3) float32 grey pictures."""
+    return tf.tile(tf.cast(maps, tf.float32)[..., None], [1, 1, 1, 3])
+
+
+# The sub-model up to the saliency branch of a modulated classifier, built once per
+# classifier; kept here rather than on the scheme, so that the scheme's variables (its
+# checkpoints) stay the same.
+_SALIENCY_PROBES = weakref.WeakKeyDictionary()
+
+
+def _saliency_probe(classifier):
+    if classifier not in _SALIENCY_PROBES:
+        _SALIENCY_PROBES[classifier] = keras.Model(
+            classifier.inputs[0], classifier.get_layer(BRANCH).output,
+            name=f"{classifier.name}_saliency")
+    return _SALIENCY_PROBES[classifier]
 
 
 def batch_mean(values, sample_weight=None):
@@ -118,6 +141,24 @@ class TrainingScheme(keras.Model):
             outputs = dict(outputs, cams=class_activation_maps(
                 outputs["features"], self.head.kernel, self.head.bias))
         return outputs
+
+    def illustrate(self, images, labels):
+        """What the scheme does to a batch, as pictures (the ``--tensorboard`` panels):
+        {name: (B, H, W, 3) float32 in [0, 1]} for [0, 1] ``images`` and their labels.
+
+        Computed in inference mode with the current weights, and deterministic: no
+        weight or BatchNormalization statistic changes and no seed generator draws, so
+        illustrating never changes training. Graph-safe. Plain training does nothing
+        to its images ({}), but a classifier with a saliency branch (PAPERS.md §2)
+        shows the map it hallucinates ("saliency"), resized to the image and min-max
+        normalised per image, in grey.
+        """
+        if not has_saliency(self.classifier):
+            return {}
+        images = tf.convert_to_tensor(images, tf.float32)
+        maps = tf.cast(_saliency_probe(self.classifier)(images, training=False), tf.float32)
+        maps = resize_bilinear(maps[..., 0], tf.shape(images)[1:3])
+        return {"saliency": as_pictures(normalize_per_image(maps))}
 
     def loss_terms(self, labels, outputs):
         """(name, weight, per-image values) of each term; weight None: reported only."""

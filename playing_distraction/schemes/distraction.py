@@ -5,7 +5,12 @@ import tensorflow as tf
 
 from ..heatmaps import GradCAM
 from ..occlusion import FILLS, occlude, occlusion_mask
-from .base import TrainingScheme, true_classes
+from .base import TrainingScheme, as_pictures, true_classes
+
+# The seed of the random fill in ``illustrate``: a stateless draw, the same at every
+# call, so that the pictures differ by the weights only and training's seed
+# generator is never drawn from.
+ILLUSTRATION_SEED = 0
 
 
 @keras.saving.register_keras_serializable(package="playing_distraction")
@@ -53,13 +58,27 @@ class DistractionModel(TrainingScheme):
     def training_metric_names(self):
         return super().training_metric_names() | {"occluded_steps", "occluded_area"}
 
+    def hot_pixels(self, images, labels):
+        """Boolean (B, H, W) mask of each image's pixels whose Grad-CAM heat for its
+        true class is above the threshold (inference mode, current weights)."""
+        return occlusion_mask(self.heatmaps(images, true_classes(labels)), self.threshold)
+
     def occlude_batch(self, images, labels):
         """The batch with each image's hottest pixels (for its true class) filled."""
-        heat = self.heatmaps(images, true_classes(labels))
-        mask = occlusion_mask(heat, self.threshold)
+        mask = self.hot_pixels(images, labels)
         occluded = occlude(images, mask, self.fill, seed=self.seed_generator)
         area = tf.reduce_mean(tf.cast(mask, tf.float32))
         return tf.cast(occluded, images.dtype), area
+
+    def illustrate(self, images, labels):
+        """The occlusion mask ("mask", white where occluded) and the occluded batch
+        ("occluded") that a step which draws an occlusion would train on; the random
+        fill is drawn with ``ILLUSTRATION_SEED`` (see ``TrainingScheme.illustrate``)."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        mask = self.hot_pixels(images, labels)
+        occluded = occlude(images, mask, self.fill, seed=ILLUSTRATION_SEED)
+        return {**super().illustrate(images, labels), "mask": as_pictures(mask),
+                "occluded": occluded}
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

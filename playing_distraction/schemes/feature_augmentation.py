@@ -32,6 +32,7 @@ class FeatureAugmentationModel(TrainingScheme):
     loss is taken on the feature map, which the shift does not touch.
 
     Reported metric: ``shifted_share``, the share of the batch's DFVs shifted.
+    ``illustrate`` is the base's: the shift acts on features, not on images.
     """
 
     def __init__(self, classifier, bank_size, dv_probability=0.9, dv_scale=1.0, seed=None,

@@ -102,6 +102,16 @@ class PairwiseModel(TrainingScheme):
         return dict(outputs, side_logits=side_logits, erased_logits=erased_logits,
                     erased_area=tf.reduce_mean(tf.cast(mask, tf.float32), axis=(1, 2)))
 
+    def illustrate(self, images, labels):
+        """The erased batch ("erased"): each image with the regions where the CAM
+        module's map of the predicted class is above gamma set to 0 (Eq. 2), in
+        inference mode (see ``TrainingScheme.illustrate``)."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        outputs = self.network(images, training=False)
+        _, cams = self.cam_module(outputs["stage"])
+        erased, _ = self.erasing.erase(images, cams, outputs["logits"])
+        return {**super().illustrate(images, labels), "erased": tf.cast(erased, tf.float32)}
+
     def loss_terms(self, labels, outputs):
         yield from super().loss_terms(labels, outputs)
         erased = outputs["erased_logits"]
