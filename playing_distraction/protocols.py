@@ -65,9 +65,15 @@ def run_protocol(config, log=print, given=None):
     if config.shots:
         check_shots(config.shots, data)
     grid = [(shot,) for shot in config.shots] if config.shots else [None]
-    return [run_training(dataclasses.replace(config, shots=shots, seed=config.seed + number),
-                         data, log, given)
-            for shots in grid for number in range(config.repeats)]
+    plan = [(shots, config.seed + number) for shots in grid for number in range(config.repeats)]
+    run_dirs = []
+    for position, (shots, seed) in enumerate(plan, start=1):
+        if log:
+            k = "" if shots is None else f", k = {shots[0]}"
+            log(f"run {position} of {len(plan)} (seed {seed}{k})")
+        run_dirs.append(run_training(dataclasses.replace(config, shots=shots, seed=seed),
+                                     data, log, given))
+    return run_dirs
 
 
 def check_shots(shots, data):

@@ -124,9 +124,15 @@ def train(fashion_dir, out, *argv):
                        "2", "--occlusion", "none", *argv])
 
 
-def test_the_grid_trains_every_k_with_every_seed(fashion_dir, tmp_path):
+def test_the_grid_trains_every_k_with_every_seed(fashion_dir, tmp_path, capsys):
     out = tmp_path / "models"
-    assert train(fashion_dir, out, "--shots", "1", "all", "--repeats", "2") == 0
+    assert train(fashion_dir, out, "--shots", "1", "all", "--repeats", "2",
+                 "--verbose", "2") == 0
+    # Which run of how many: k outer, seeds inner.
+    progress = [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("run ")]
+    assert progress == ["run 1 of 4 (seed 0, k = 1)", "run 2 of 4 (seed 1, k = 1)",
+                        "run 3 of 4 (seed 0, k = all)", "run 4 of 4 (seed 1, k = all)"]
     names = sorted(path.name for path in out.iterdir())
     assert names == [f"fashion-mnist-c0.1.2-{k}-none-small_cnn-seed{seed}"
                      for k in ("k1", "kall") for seed in (0, 1)]
