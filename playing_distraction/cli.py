@@ -71,16 +71,22 @@ def _evaluate_k_shot(methods, args, prog):
     """evaluate.py on the runs of a k-shot grid: Tables 1-2 of the saliency paper, and
     the saliency figures (Tables 3-4) unless --no-models."""
     from .kshot_reports import FIGURE, write_kshot_reports
+    from .report_index import write_index
 
     try:
         tables = write_kshot_reports(methods, args.out_dir)
         figures = [] if args.no_models else _saliency_figures(methods, args)
+        exports = _export(methods, args)
+        index = write_index(args.out_dir, tables, [FIGURE, *(path.name for path in figures)],
+                            ["runs.csv"])
     except UserError as error:
         return _fail(prog, error, 1)
     for table in tables.values():
         print(table.markdown())
+    listed = "".join(f", {name}" for name in [*(path.name for path in figures), index])
+    listed += _listed_exports(exports)
     print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
-          f"runs.csv, {FIGURE}{''.join(f', {path.name}' for path in figures)}; robustness "
+          f"runs.csv, {FIGURE}{listed}; robustness "
           "and inspection are made for runs of the official split only (every seed of a "
           "k-shot grid has its own test set)")
     return 0
@@ -99,6 +105,25 @@ def _saliency_figures(methods, args):
     from .saliency_figures import write_saliency_figures
 
     return write_saliency_figures(methods, Path(args.out_dir), args.figure_images, log=print)
+
+
+def _export(methods, args):
+    """--export: every run's classifier as a TensorFlow SavedModel (``export.py``),
+    once the tables are written; the folders written."""
+    if not args.export:
+        return []
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .export import export_runs
+
+    return export_runs(methods, args.out_dir, args.export_tflite, args.overwrite_export,
+                       log=print)
+
+
+def _listed_exports(paths):
+    """The exports for the final "written to" line, relative to --out-dir."""
+    from .export import EXPORT_FOLDER
+
+    return "".join(f", {EXPORT_FOLDER}/{path.name}/" for path in paths)
 
 
 OCCLUSION_FLAGS = {"occluders": "--occluders", "occlusion_ratios": "--occlusion-ratios",
@@ -124,13 +149,77 @@ def _corruptions(args):
     return [built if name == "occlusion" else name for name in args.corruptions]
 
 
+# evaluate.py's faithfulness flags: {flag: the FaithfulnessSettings field it sets}.
+FAITHFULNESS_FLAGS = {"--deletion-step": "step", "--deletion-substrate": "substrate",
+                      "--insertion-sigma": "sigma", "--road-percentiles": "percentiles",
+                      "--road-noise": "noise"}
+
+
+def _faithfulness_flags(parser):
+    """evaluate.py's faithfulness flags (``faithfulness.FaithfulnessSettings``): no
+    argparse defaults, so that one given with --no-faithfulness or --no-models can be
+    refused; their defaults are the papers'."""
+    import argparse
+
+    from .faithfulness_reports import FaithfulnessSettings
+
+    defaults = FaithfulnessSettings()
+    group = parser.add_argument_group(
+        "faithfulness", "the faithfulness table of every run's Grad-CAM: deletion and "
+        "insertion AUC (Petsiuk et al., 2018) and ROAD with noisy linear imputation (Rong et "
+        "al., 2022), seeded by --erase-seed")
+    group.add_argument("--no-faithfulness", action="store_true",
+                       help="skip the faithfulness table (it runs every model on many "
+                       "perturbed copies of the test set)")
+    group.add_argument("--deletion-step", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="deletion and insertion: pixels moved per step (default: the "
+                       "image width, Petsiuk et al.'s 224 at 224 px)")
+    group.add_argument("--deletion-substrate", choices=("zero", "mean"),
+                       default=argparse.SUPPRESS, help="deletion: what a deleted pixel "
+                       f"becomes: 0, or the image's mean colour (default: {defaults.substrate})")
+    group.add_argument("--insertion-sigma", type=float, default=argparse.SUPPRESS,
+                       metavar="S", help="insertion: sigma in pixels of the Gaussian blur the "
+                       "insertion starts from (default: 5 x image size / 224, Petsiuk et "
+                       "al.'s 5 at 224 px)")
+    group.add_argument("--road-percentiles", nargs="+", type=float, default=argparse.SUPPRESS,
+                       metavar="P", help="ROAD: percentages of the pixels removed (default: "
+                       f"{' '.join(f'{p:g}' for p in defaults.percentiles)})")
+    group.add_argument("--road-noise", type=float, default=argparse.SUPPRESS, metavar="S",
+                       help="ROAD: std of the noise added to imputed pixels, on the [0, 1] "
+                       f"scale (default: {defaults.noise:g})")
+
+
+def _faithfulness(args):
+    """The ``FaithfulnessSettings`` of evaluate.py's flags, or None when the table is
+    not made; ValueError naming a bad flag, or one given while the table is off."""
+    import dataclasses
+
+    from .faithfulness_reports import FaithfulnessSettings
+
+    given = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in FAITHFULNESS_FLAGS
+             if hasattr(args, flag[2:].replace("-", "_"))}
+    if args.no_faithfulness or args.no_models:
+        if given:
+            off = "--no-faithfulness" if args.no_faithfulness else "--no-models"
+            raise ValueError(f"{next(iter(given))} does not apply with {off}")
+        return None
+    values = {FAITHFULNESS_FLAGS[flag]: value for flag, value in given.items()}
+    if "percentiles" in values:
+        values["percentiles"] = tuple(values["percentiles"])
+    settings = dataclasses.replace(FaithfulnessSettings(), seed=args.erase_seed, **values)
+    settings.check()
+    return settings
+
+
 def _evaluate(argv):
     import argparse
 
     from .config import OneLineParser
     from .corruptions import CORRUPTIONS, DEFAULT
     from .occluders import RANDOM_POSITIONS, RATIOS
-    from .reports import UNPRINTED_TABLES, write_evaluation
+    from .plots import training_curves, write_curves
+    from .report_index import write_index
+    from .reports import UNPRINTED_TABLES, data_files, write_evaluation
     from .runs import check_saved_models, load_methods
 
     prog = "evaluate.py"
@@ -169,23 +258,47 @@ def _evaluate(argv):
                            f"besides the centre (default: {RANDOM_POSITIONS})")
     occlusion.add_argument("--pattern-seed", type=int, default=argparse.SUPPRESS,
                            metavar="S", help="seed of the random positions (default: 0)")
+    _faithfulness_flags(parser)
     parser.add_argument("--erase-seed", type=int, default=0,
                         help="seed of every corrupted test set (the same for every model)")
     parser.add_argument("--figure-images", type=int, default=4,
                         help="test images in the Grad-CAM figure (0: no figure)")
+    serving = parser.add_argument_group(
+        "serving export", "every run's classifier as a TensorFlow SavedModel in "
+        "OUT_DIR/export/<run folder name>/ (signature serving_default: float32 RGB in "
+        "[0, 1] -> logits) with export.json (class names, image size, input and output)")
+    serving.add_argument("--export", action="store_true",
+                         help="write the SavedModels, after the tables")
+    serving.add_argument("--export-tflite", action="store_true",
+                         help="--export, and model.tflite in each export folder")
+    serving.add_argument("--overwrite-export", action="store_true",
+                         help="replace earlier exports (refused without it)")
     args = parser.parse_args(argv)
     if args.figure_images < 0:
         return _fail(prog, "--figure-images must be 0 or more", 2)
+    export_flag = "--export-tflite" if args.export_tflite else "--export"
+    args.export = args.export or args.export_tflite
+    if args.overwrite_export and not args.export:
+        return _fail(prog, "--overwrite-export applies to --export only", 2)
+    if args.export and args.no_models:
+        return _fail(prog, f"{export_flag} exports the saved models, which --no-models "
+                     "skips: give one of them", 2)
     try:
         corruptions = _corruptions(args)
+        faithfulness = _faithfulness(args)
     except ValueError as error:
         return _fail(prog, error, 2)
     except UserError as error:
         return _fail(prog, error, 1)
     try:
         methods = load_methods(args.baseline, args.method)
+        if args.export:  # a clash or an earlier export is refused before any slow work
+            from .export import check_exports
+
+            check_exports(methods, args.out_dir, args.overwrite_export)
         if methods[0].runs[0].k_shot:
             return _evaluate_k_shot(methods, args, prog)
+        curves = training_curves(methods)  # a run without its history fails before slow work
         model_results = None
         if not args.no_models:
             # A damaged model.keras is found before TensorFlow is imported, and before
@@ -196,9 +309,15 @@ def _evaluate(argv):
 
             model_results = evaluate_models(
                 methods, args.erase_seed, Path(args.out_dir) / "gradcam.png",
-                args.figure_images, log=print, corruptions=corruptions, checked=True)
+                args.figure_images, log=print, corruptions=corruptions, checked=True,
+                faithfulness=faithfulness)
         tables, written = write_evaluation(methods, args.out_dir, model_results)
+        written.append(write_curves(curves, args.out_dir))
         figures = [] if args.no_models else _saliency_figures(methods, args)
+        exports = _export(methods, args)
+        gradcam = ["gradcam.png"] if model_results is not None and model_results.figure else []
+        shown = [*gradcam, *written, *(path.name for path in figures)]
+        index = write_index(args.out_dir, tables, shown, data_files(methods, model_results))
     except UserError as error:
         return _fail(prog, error, 1)
     except OSError as error:
@@ -207,9 +326,7 @@ def _evaluate(argv):
         if stem not in UNPRINTED_TABLES:
             print(table.markdown())
     rows = ", corruptions.csv" if model_results is not None and model_results.corrupted else ""
-    figure = ", gradcam.png" if model_results is not None and model_results.figure else ""
-    figure += "".join(f", {name}" for name in written)
-    figure += "".join(f", {path.name}" for path in figures)
+    figure = "".join(f", {name}" for name in [*shown, index]) + _listed_exports(exports)
     print(f"tables written to {args.out_dir}/: {', '.join(tables)} (.md, .tex, .csv), "
           f"runs.csv{rows}, confusion_<method>.csv{figure}")
     return 0

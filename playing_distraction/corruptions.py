@@ -36,7 +36,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # File stems evaluate.py writes for its other tables and rows: a corruption's table
 # must not overwrite one of them.
 RESERVED_STEMS = frozenset({"metrics", "per_class_tpr", "cost", "inspection", "runs",
-                            "corruptions"})
+                            "corruptions", "faithfulness", "faithfulness_p"})
 
 
 @dataclasses.dataclass(frozen=True)

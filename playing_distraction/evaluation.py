@@ -58,17 +58,18 @@ def load_model(run):
             from None
 
 
-def load_test_images(run):
+def load_test_images(run, log=None):
     """The run's test images as ``pipeline.Prepared``, checked against its predictions:
     the dataset parts its split (``splits.split_of_run``) draws the test set from are
-    decoded again, and the split re-creates the test set from them."""
+    decoded again (log: receives the decoding's progress lines), and the split re-creates
+    the test set from them."""
     config = TrainConfig.from_dict(run.config)
     split = split_of_run(run.config)
     data_dir = run.config.get("data_path") or config.data_dir
     parts = load_dataset(config.dataset, data_dir, config.classes,
                          **config.dataset_options()).parts()
     decoded = {name: prepare(parts[name], config.image_size, config.cache_dir,
-                             config.on_bad_image)
+                             config.on_bad_image, f"{config.dataset} {name}", log)
                for name in split.test_parts if name in parts}
     prepared, indices = split.test(decoded)
     if indices is not None:
@@ -84,16 +85,18 @@ def load_test_images(run):
 
 class TestSets:
     """The runs' test images (``load_test_images``), decoded once for all runs of one
-    image size, class list and split, which share them."""
+    image size, class list and split, which share them. log: receives the decoding's
+    progress lines."""
 
-    def __init__(self):
+    def __init__(self, log=None):
         self._decoded = {}
+        self.log = log
 
     def of(self, run):
         key = (run.config["image_size"], tuple(run.config.get("classes") or ()),
                split_of_run(run.config))
         if key not in self._decoded:
-            self._decoded[key] = load_test_images(run)
+            self._decoded[key] = load_test_images(run, self.log)
         return self._decoded[key]
 
 
@@ -180,16 +183,23 @@ class ModelResults:
 
     ``corrupted`` holds one row per corruption × setting × run, in that order (the
     methods' runs in the order given): dicts with ``corruption``, ``setting``,
-    ``method``, ``run`` (a ``runs.Run``) and ``scores``
-    (``metrics.classification_metrics``); ``corruptions`` the ``Corruption`` objects
-    they were made with, by name (the tables are rendered from these, not from the
-    registry: evaluate.py builds ``occlusion`` from its flags)."""
+    ``method``, ``run`` (a ``runs.Run``), ``scores``
+    (``metrics.classification_metrics``) and ``correct`` (per test image: the run's
+    prediction on the corrupted image is its label); ``corruptions`` the ``Corruption``
+    objects they were made with, by name (the tables are rendered from these, not from
+    the registry: evaluate.py builds ``occlusion`` from its flags); ``erase_seed`` the
+    seed of every corrupted test set."""
 
     corrupted: list
     heat_share: dict
     focus_area: dict
     figure: object = None
     corruptions: dict = dataclasses.field(default_factory=dict)
+    # {method name: [per-image faithfulness arrays of each run]} (empty: not measured),
+    # measured with ``faithfulness_settings`` (``faithfulness.faithfulness_of_model``).
+    faithfulness: dict = dataclasses.field(default_factory=dict)
+    faithfulness_settings: object = None
+    erase_seed: int | None = None
 
     @property
     def corrupted_scores(self):
@@ -202,12 +212,13 @@ class ModelResults:
 
 
 def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=None,
-                    corruptions=DEFAULT_CORRUPTIONS, checked=False):
+                    corruptions=DEFAULT_CORRUPTIONS, checked=False, faithfulness=None):
     """Robustness and inspection of every run's saved classifier (see the module):
     every setting of each corruption, all corrupted with ``erase_seed``.
     corruptions: ``corruptions.Corruption`` objects or registered names (the first of
     a name counts). checked: ``runs.check_saved_models`` passed already (it reads
-    every model file)."""
+    every model file). faithfulness: a ``faithfulness.FaithfulnessSettings`` to
+    measure the faithfulness of every run's Grad-CAM with, or None."""
     from .metrics import classification_metrics
 
     chosen = {}
@@ -219,16 +230,20 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
         check_saved_models(methods)  # fail before any slow work
     if figure_path is not None:
         Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
-    test_sets = TestSets()
-    results = ModelResults([], {}, {}, corruptions={c.name: c for c in chosen})
+    test_sets = TestSets(log)
+    results = ModelResults([], {}, {}, corruptions={c.name: c for c in chosen},
+                           erase_seed=erase_seed,
+                           faithfulness_settings=faithfulness)
     rows = {(corruption.name, setting): [] for corruption in chosen
             for setting in corruption.settings}
     columns = []
+    total, position = sum(len(method.runs) for method in methods), 0
     for method in methods:
         shares, coverages = [], []
         for number, run in enumerate(method.runs):
+            position += 1
             if log:
-                log(f"robustness and inspection: {run.path}")
+                log(f"robustness and inspection: run {position} of {total}: {run.path}")
             test = test_sets.of(run)
             model = load_model(run)
             for corruption in chosen:
@@ -238,11 +253,18 @@ def evaluate_models(methods, erase_seed, figure_path=None, figure_images=4, log=
                     rows[corruption.name, setting].append(
                         {"corruption": corruption.name, "setting": setting,
                          "method": method.name, "run": run,
-                         "scores": classification_metrics(test.labels, probabilities)})
+                         "scores": classification_metrics(test.labels, probabilities),
+                         "correct": probabilities.argmax(axis=1) == test.labels})
             share, coverage = heat_and_focus(model, test, run.config["cam_layer"],
                                              run.config["threshold"])
             shares.append(share)
             coverages.append(coverage)
+            if faithfulness is not None:
+                from .faithfulness import faithfulness_of_model
+
+                results.faithfulness.setdefault(method.name, []).append(faithfulness_of_model(
+                    model, test.images, test.labels, run.config["cam_layer"], faithfulness,
+                    log=log))
             if number == 0:
                 columns.append((method.name, model, run.config["cam_layer"], test))
         results.heat_share[method.name] = np.concatenate(shares)

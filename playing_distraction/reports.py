@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import math
+from html import escape as escape_html
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,26 @@ class Table:
         for name, cells in zip(self.rows, self.cells):
             writer.writerow([name, *cells])
         return buffer.getvalue()
+
+    def html(self):
+        """An HTML ``<table>`` (every text escaped, bold cells in ``<strong>``), the title
+        its caption, the note a paragraph after it; for ``report_index``."""
+        def cell(tag, text, strong=False, scope=""):
+            text = escape_html(text)
+            return f"<{tag}{scope}>{f'<strong>{text}</strong>' if strong else text}</{tag}>"
+
+        lines = ["<table>", f"<caption>{escape_html(self.title)}</caption>",
+                 "<thead><tr>" + "".join(cell("th", text, scope=' scope="col"')
+                                         for text in [self.corner, *self.columns])
+                 + "</tr></thead>", "<tbody>"]
+        for r, (name, cells) in enumerate(zip(self.rows, self.cells)):
+            lines.append("<tr>" + cell("th", name, scope=' scope="row"')
+                         + "".join(cell("td", text, (r, c) in self.bold)
+                                   for c, text in enumerate(cells)) + "</tr>")
+        lines += ["</tbody>", "</table>"]
+        if self.note:
+            lines.append(f'<p class="note">{escape_html(self.note)}</p>')
+        return "\n".join(lines) + "\n"
 
 
 def mean_std(values, digits):
@@ -289,6 +310,18 @@ def _slug(name):
     return "".join(char if char.isalnum() or char in "-_" else "_" for char in name)
 
 
+def confusion_file(method):
+    """The file name of a method's confusion matrix."""
+    return f"confusion_{_slug(method.name)}.csv"
+
+
+def data_files(methods, model_results=None):
+    """The CSV files ``write_evaluation`` writes besides the tables: runs.csv,
+    corruptions.csv (with corrupted rows) and a confusion matrix per method."""
+    rows = ["corruptions.csv"] if model_results is not None and model_results.corrupted else []
+    return ["runs.csv", *rows, *map(confusion_file, methods)]
+
+
 def write_confusion(path, matrices, class_names):
     """The confusion matrix summed over a method's runs: rows true, columns predicted."""
     total = np.sum(matrices, axis=0)
@@ -309,7 +342,8 @@ def write_evaluation(methods, out_dir, model_results=None):
     """Compute every table, write them (.md, .tex, .csv), runs.csv and the figures to
     ``out_dir``; returns (tables by file stem, figure file names). ``model_results``
     (``evaluation.ModelResults``) adds each corruption's tables, runs.csv columns and
-    figures (``corruption_outputs``), corruptions.csv and the inspection table."""
+    figures (``corruption_outputs``), the accuracy by erased area of Random Erasing
+    (``plots.area_outputs``), corruptions.csv and the inspection table."""
     scores = {m.name: [run.scores() for run in m.runs] for m in methods}
     class_names = methods[0].runs[0].config["class_names"]
     tables = {"metrics": metrics_table(methods, scores),
@@ -319,17 +353,34 @@ def write_evaluation(methods, out_dir, model_results=None):
     if model_results is not None:
         corrupted_tables, corrupted_accuracy, figures = corruption_outputs(methods,
                                                                            model_results)
-        clashes = sorted(set(corrupted_tables) & RESERVED_STEMS)
+        # Accuracy by erased area, from the Random Erasing rows (``plots``).
+        from .plots import area_outputs
+
+        area_tables, area_figures = area_outputs(methods, model_results)
+        clashes = sorted(set(corrupted_tables) & (RESERVED_STEMS | set(area_tables)))
         if clashes:
             raise ValueError(f"a corruption's table would replace {', '.join(clashes)}")
-        tables |= corrupted_tables
+        tables |= corrupted_tables | area_tables
+        figures |= area_figures
         tables["inspection"] = inspection_table(
             methods, model_results.heat_share, model_results.focus_area)
+        if model_results.faithfulness:
+            from .faithfulness_reports import (faithfulness_columns, faithfulness_tables,
+                                               road_figure)
+
+            settings = model_results.faithfulness_settings
+            tables |= faithfulness_tables(methods, model_results.faithfulness, settings)
+            corrupted_accuracy |= faithfulness_columns(methods, model_results.faithfulness)
+
+            def draw_road(path):
+                road_figure(methods, model_results.faithfulness, settings, path)
+
+            figures["faithfulness.png"] = draw_road
     out_dir = Path(out_dir)
     try:
         write_tables(tables, out_dir)
         for method in methods:
-            write_confusion(out_dir / f"confusion_{_slug(method.name)}.csv",
+            write_confusion(out_dir / confusion_file(method),
                             [score["confusion"] for score in scores[method.name]], class_names)
         write_rows(out_dir / "runs.csv", run_rows(methods, scores, corrupted_accuracy))
         if model_results is not None and model_results.corrupted:

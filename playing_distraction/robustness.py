@@ -38,19 +38,38 @@ def erase_box(height, width, rng, area=AREA, aspect=ASPECT):
     return None
 
 
+def image_generator(seed, index):
+    """The generator of test image ``index``'s region: (seed, index) alone decide it."""
+    return np.random.default_rng([seed, int(index)])
+
+
 def erase(images, indices, seed, area=AREA, aspect=ASPECT):
     """Float images (B, H, W, C) in [0, 1] with one region erased each; image i is
     erased from the generator seeded by (seed, indices[i])."""
     erased = np.array(images, dtype=np.float32, copy=True)
     height, width, channels = erased.shape[1:]
     for image, index in zip(erased, indices):
-        rng = np.random.default_rng([seed, int(index)])
+        rng = image_generator(seed, index)
         box = erase_box(height, width, rng, area, aspect)
         if box is not None:
             top, left, bottom, right = box
             image[top:bottom, left:right] = rng.random(
                 (bottom - top, right - left, channels), dtype=np.float32)
     return erased
+
+
+def erased_shares(height, width, indices, seed, area=AREA, aspect=ASPECT):
+    """The share of the image that ``erase`` erases in each test image of ``indices``
+    (images of ``height`` by ``width`` pixels): the area of the very box ``erase``
+    draws from the same (seed, index) generator, 0 where no box fits. The box is
+    rounded to whole pixels, so a share can fall just outside ``area``."""
+    shares = np.zeros(len(indices))
+    for position, index in enumerate(indices):
+        box = erase_box(height, width, image_generator(seed, index), area, aspect)
+        if box is not None:
+            top, left, bottom, right = box
+            shares[position] = (bottom - top) * (right - left) / (height * width)
+    return shares
 
 
 def erased_batches(images, batch_size, seed):

@@ -265,7 +265,7 @@ def test_a_registered_corruption_adds_its_tables_columns_and_rows_and_nothing_el
         trained, left_blank, tmp_path, capsys):
     baselines, zeros = trained
     argv = ["--baseline", *map(str, baselines), "--method", *map(str, zeros),
-            "--erase-seed", "5", "--figure-images", "1"]
+            "--erase-seed", "5", "--figure-images", "1", "--no-faithfulness"]
     assert evaluate_main([*argv, "--out-dir", str(tmp_path / "before")]) == 0
     before_out = capsys.readouterr().out
     assert evaluate_main([*argv, "--corruptions", "random_erasing", "left_blank",
@@ -280,7 +280,7 @@ def test_a_registered_corruption_adds_its_tables_columns_and_rows_and_nothing_el
     # The new corruption adds its files; every other file is unchanged, bit for bit.
     written = {path.name for path in before.iterdir()}
     assert {path.name for path in after.iterdir()} == written | TOY_FILES
-    for name in written - {"runs.csv", "corruptions.csv"}:
+    for name in written - {"runs.csv", "corruptions.csv", "index.html"}:
         assert (after / name).read_bytes() == (before / name).read_bytes(), name
     # runs.csv gains one column per setting after erased_accuracy, nothing else.
     old_rows, new_rows = read_csv(before / "runs.csv"), read_csv(after / "runs.csv")
@@ -306,13 +306,15 @@ def test_a_registered_corruption_adds_its_tables_columns_and_rows_and_nothing_el
     robustness_md = (after / "robustness.md").read_text()
     new_tables = "".join((after / f"left_blank_{s}.md").read_text() + "\n" for s in FRACTIONS)
     assert after_out.replace(new_tables, "", 1).replace(
-        "robustness, left_blank_half, left_blank_quarter, inspection", "robustness, inspection"
+        "robustness, left_blank_half, left_blank_quarter, robustness_by_area, inspection",
+        "robustness, robustness_by_area, inspection"
     ).replace(str(after), str(before)) == before_out
     assert robustness_md + "\n" + new_tables in after_out
     assert after_out.splitlines()[-1] == (
         f"tables written to {after}/: metrics, per_class_tpr, cost, robustness, "
-        "left_blank_half, left_blank_quarter, inspection (.md, .tex, .csv), runs.csv, "
-        "corruptions.csv, confusion_<method>.csv, gradcam.png")
+        "left_blank_half, left_blank_quarter, robustness_by_area, inspection (.md, .tex, "
+        ".csv), runs.csv, corruptions.csv, confusion_<method>.csv, gradcam.png, "
+        "robustness_by_area.png, curves.png, index.html")
 
     # The numbers: the saved models on the blanked test images, scored by scikit-learn.
     runs_csv = {row["run"]: row for row in read_csv(after / "runs.csv")}
@@ -350,11 +352,12 @@ def test_a_corruption_alone_replaces_the_robustness_table(trained, left_blank, t
                                                           capsys):
     out = tmp_path / "reports"
     assert evaluate_main(["--baseline", str(trained[0][0]), "--corruptions", "left_blank",
-                          "--figure-images", "0", "--out-dir", str(out)]) == 0
+                          "--figure-images", "0", "--no-faithfulness",
+                          "--out-dir", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"tables written to {out}/: metrics, per_class_tpr, cost, left_blank_half, "
         "left_blank_quarter, inspection (.md, .tex, .csv), runs.csv, corruptions.csv, "
-        "confusion_<method>.csv")
+        "confusion_<method>.csv, curves.png, index.html")
     assert not (out / "robustness.md").exists()
     assert "erased_accuracy" not in read_csv(out / "runs.csv")[0]
     assert {row["corruption"] for row in read_csv(out / "corruptions.csv")} == {"left_blank"}
@@ -367,7 +370,7 @@ def test_no_models_writes_no_corrupted_table_column_or_row(trained, left_blank, 
                           "--no-models", "--out-dir", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"tables written to {out}/: metrics, per_class_tpr, cost (.md, .tex, .csv), runs.csv, "
-        "confusion_<method>.csv")
+        "confusion_<method>.csv, curves.png, index.html")
     assert not any(out.glob("left_blank*")) and not (out / "corruptions.csv").exists()
     assert not [key for key in read_csv(out / "runs.csv")[0] if key.startswith("left_blank")]
 

@@ -261,6 +261,34 @@ def test_evaluate_writes_robustness_inspection_and_the_gradcam_figure(trained, t
         assert inspection[0][method] == mean_std(np.concatenate(shares), 3)
         assert inspection[1][method] == mean_std(np.concatenate(focus), 3)
 
+    # Faithfulness (on by default): runs.csv holds each run's means of its saved model's
+    # measures on its test images at its Grad-CAM layer, seeded by --erase-seed, and the
+    # table's cells are their mean ± std, measure by measure.
+    from playing_distraction.faithfulness import faithfulness_of_model
+    from playing_distraction.faithfulness_reports import (MEASURES, FaithfulnessSettings,
+                                                          run_values)
+
+    assert "**Faithfulness of the Grad-CAM heat maps**" in printed
+    assert (out / "faithfulness.png").read_bytes()[:8] == PNG_SIGNATURE
+    faithfulness = read_csv(out / "faithfulness.csv")
+    assert [row["Measure"].split(" (")[0] for row in faithfulness] == [
+        "Deletion AUC", "Insertion AUC", "ROAD MoRF accuracy", "ROAD LeRF accuracy",
+        "ROAD LeRF - MoRF"]
+    assert [row["Method"] for row in read_csv(out / "faithfulness_p.csv")] == ["0-occlusion"]
+    for method, paths in (("baseline", baselines), ("0-occlusion", zeros)):
+        per_run = []
+        for path in paths:
+            run = load_run(path)
+            prepared = evaluation.load_test_images(run)
+            per_run.append(run_values(faithfulness_of_model(
+                evaluation.load_model(run), prepared.images, prepared.labels,
+                run.config["cam_layer"], FaithfulnessSettings(seed=0))))
+            row = next(row for row in rows if row["run"] == str(path))
+            for key, _, _ in MEASURES:
+                assert float(row[f"faithfulness_{key}"]) == pytest.approx(per_run[-1][key])
+        for number, (key, _, _) in enumerate(MEASURES):
+            assert faithfulness[number][method] == mean_std([v[key] for v in per_run], 3)
+
 
 def test_evaluate_figure_size_follows_figure_images_and_zero_means_none(trained, tmp_path,
                                                                          capsys):
@@ -328,7 +356,8 @@ def test_evaluate_occlusion_writes_table_2_its_p_values_figure_and_columns(train
     out = tmp_path / "reports"
     assert evaluate_main(["--baseline", *map(str, baselines), "--method", *map(str, zeros),
                           "--corruptions", "occlusion", "--random-positions", "1",
-                          "--figure-images", "0", "--out-dir", str(out)]) == 0
+                          "--figure-images", "0", "--no-faithfulness",
+                          "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     for stem in ("occlusion", "occlusion_p"):
         for suffix in ("md", "tex", "csv"):
@@ -338,7 +367,7 @@ def test_evaluate_occlusion_writes_table_2_its_p_values_figure_and_columns(train
     assert printed.splitlines()[-1] == (
         f"tables written to {out}/: metrics, per_class_tpr, cost, occlusion, occlusion_p, "
         "inspection (.md, .tex, .csv), runs.csv, corruptions.csv, confusion_<method>.csv, "
-        "occlusion.png")
+        "occlusion.png, curves.png, index.html")
     png = out / "occlusion.png"
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert matplotlib.image.imread(png)[..., :3].std() > 0.05
@@ -402,14 +431,23 @@ def test_evaluate_occlusion_writes_table_2_its_p_values_figure_and_columns(train
     (["--corruptions", "occlusion", "--pattern-seed", "-4"], 2,
      "--pattern-seed must be 0 or more, got -4"),
     (["--random-positions", "2"], 2, "--random-positions applies to --corruptions occlusion only"),
+    (["--deletion-step", "0"], 2, "--deletion-step must be a whole number of pixels >= 1, got 0"),
+    (["--insertion-sigma", "-1"], 2, "--insertion-sigma must be a positive number, got -1.0"),
+    (["--road-percentiles", "10", "100"], 2,
+     "--road-percentiles must be one or more numbers in (0, 100), got 10.0 100.0"),
+    (["--road-percentiles", "50", "20"], 2, "--road-percentiles must be strictly increasing"),
+    (["--road-noise", "-0.1"], 2, "--road-noise must be 0 or more, got -0.1"),
+    (["--no-models", "--road-noise", "0.1"], 2, "--road-noise does not apply with --no-models"),
+    (["--no-faithfulness", "--deletion-step", "4"], 2,
+     "--deletion-step does not apply with --no-faithfulness"),
 ])
-def test_bad_occlusion_flags_fail_in_one_line_before_any_run_is_read(tmp_path, capsys, flags,
-                                                                     code, message):
+def test_bad_occlusion_and_faithfulness_flags_fail_in_one_line_before_any_run_is_read(
+        tmp_path, capsys, flags, code, message):
     (tmp_path / "empty").mkdir()
     paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty"}
     flags = [flag.format(**paths) for flag in flags]
     out = tmp_path / "reports"
-    # The run folder does not exist: the occlusion flags are refused before it is read.
+    # The run folder does not exist: the flags are refused before it is read.
     assert evaluate_main(["--baseline", str(tmp_path / "no-run"), "--out-dir", str(out),
                           *flags]) == code
     captured = capsys.readouterr()
