@@ -154,8 +154,10 @@ def curves_figure(curves, path):
                                         (f"val_{metric}", "--", "validation")):
                 if column in columns:
                     line = columns[column]
-                    axes.plot(line.epochs, line.mean, style, color=color, marker="o",
-                              markersize=3, label=f"{name} ({part})")
+                    # Markers only where they do not hide the dashes (a few epochs).
+                    marker = "o" if len(line.epochs) <= 20 else None
+                    axes.plot(line.epochs, line.mean, style, color=color, marker=marker,
+                              markersize=3, linewidth=1.2, label=f"{name} ({part})")
                     _band(axes, line.epochs, line.mean, line.std, color)
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
