@@ -31,6 +31,10 @@ CAPTIONS = {
                    "run of each method).",
     "occlusion.png": "Accuracy against the occluded share of the image: centre solid, "
                      "random positions dashed.",
+    "faithfulness.png": "ROAD: accuracy against the share of pixels removed by noisy linear "
+                        "imputation, most relevant first (MoRF, solid: lower is more "
+                        "faithful) and least relevant first (LeRF, dashed: higher is more "
+                        "faithful); mean over runs with a ± sample-std band.",
     "kshot.png": "Accuracy against the number of training images per class (k), mean with "
                  "sample-std error bars.",
 }
