@@ -46,18 +46,19 @@ def structured_images(count=8, size=32, seed=0):
     return np.clip(images, 0, 1).astype("float32")
 
 
+def fashion_part(rng, per_class):
+    """A Fashion-MNIST-like part of ``per_class`` random 28 x 28 images of each of 10
+    classes, drawn from ``rng``, with a class-dependent brightness so that a model can
+    learn something."""
+    labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
+    images = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.uint8)
+    return Part((images // 4 + labels[:, None, None] * 18).astype(np.uint8), labels)
+
+
 @pytest.fixture
 def fashion_dir(tmp_path):
     """A small dataset in the official Fashion-MNIST IDX layout: 12 train, 4 test per class."""
     rng = np.random.default_rng(0)
-
-    def part(per_class):
-        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
-        images = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.uint8)
-        # Class-dependent brightness so that a model can learn something.
-        images = (images // 4 + labels[:, None, None] * 18).astype(np.uint8)
-        return Part(images, labels)
-
     directory = tmp_path / "fmnist"
-    write_fashion_mnist(directory, part(12), part(4))
+    write_fashion_mnist(directory, fashion_part(rng, 12), fashion_part(rng, 4))
     return directory

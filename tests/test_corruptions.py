@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
+from conftest import fashion_part
+
 from playing_distraction import corruptions, evaluation, robustness
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.corruptions import (CORRUPTIONS, RANDOM_ERASING, Corruption,
                                              corrupted_batches, register)
 from playing_distraction.errors import UserError
-from playing_distraction.layouts import Part, write_fashion_mnist
+from playing_distraction.layouts import write_fashion_mnist
 from playing_distraction.occluders import load_occluders, make_patterns, occlude_numpy, render
 from playing_distraction.runs import load_run
 
@@ -210,12 +212,7 @@ def fashion_parts(seed=0):
     """12 train and 4 test images per class, class-dependent brightness."""
     rng = np.random.default_rng(seed)
 
-    def part(per_class):
-        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
-        images = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.uint8)
-        return Part((images // 4 + labels[:, None, None] * 18).astype(np.uint8), labels)
-
-    return part(12), part(4)
+    return fashion_part(rng, 12), fashion_part(rng, 4)
 
 
 @pytest.fixture(scope="module")

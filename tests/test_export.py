@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import fashion_part
+
 from playing_distraction import evaluation, export
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.errors import UserError
-from playing_distraction.layouts import Part, write_fashion_mnist
+from playing_distraction.layouts import write_fashion_mnist
 from playing_distraction.runs import Method, load_run
 
 HAS_CONVERTER = hasattr(getattr(tf, "lite", None), "TFLiteConverter")
@@ -86,12 +88,7 @@ def fashion_parts():
     brightness so that one epoch learns something."""
     rng = np.random.default_rng(0)
 
-    def part(per_class):
-        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
-        images = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.uint8)
-        return Part((images // 4 + labels[:, None, None] * 18).astype(np.uint8), labels)
-
-    return part(6), part(2)
+    return fashion_part(rng, 6), fashion_part(rng, 2)
 
 
 def train(data, out, *argv):

@@ -21,10 +21,12 @@ from scipy.stats import ttest_rel
 from test_methods import train_args
 from test_reports import LABELS, hits, write_run
 
+from conftest import fashion_part
+
 from playing_distraction import evaluation
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.errors import UserError
-from playing_distraction.layouts import Part, write_fashion_mnist
+from playing_distraction.layouts import write_fashion_mnist
 from playing_distraction.reports import metrics_table, t_test_cell
 from playing_distraction.runs import load_methods, load_run
 
@@ -39,13 +41,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     rng = np.random.default_rng(0)
 
-    def part(per_class):
-        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
-        images = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.uint8)
-        return Part((images // 4 + labels[:, None, None] * 18).astype(np.uint8), labels)
-
     data = root / "fmnist"
-    write_fashion_mnist(data, part(12), part(4))
+    write_fashion_mnist(data, fashion_part(rng, 12), fashion_part(rng, 4))
     out = root / "runs"
     assert train_main(train_args(data, out, "--occlusion", "none", "--repeats", "2")) == 0
     assert train_main(train_args(data, out, "--occlusion", "zero")) == 0

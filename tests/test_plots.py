@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 from test_reports import LABELS, hits, write_run
 
+from conftest import fashion_part
+
 from playing_distraction import plots
 from playing_distraction.cli import evaluate_main, train_main
 from playing_distraction.corruptions import RANDOM_ERASING
 from playing_distraction.errors import UserError
 from playing_distraction.evaluation import ModelResults
-from playing_distraction.layouts import Part, write_fashion_mnist
+from playing_distraction.layouts import write_fashion_mnist
 from playing_distraction.report_index import write_index
 from playing_distraction.reports import Table, mean_std
 from playing_distraction.robustness import erase, erased_shares
@@ -335,13 +337,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("plots")
     rng = np.random.default_rng(0)
 
-    def part(per_class):
-        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
-        images = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.uint8)
-        return Part((images // 4 + labels[:, None, None] * 18).astype(np.uint8), labels)
-
     data = root / "fmnist"
-    write_fashion_mnist(data, part(10), part(3))
+    write_fashion_mnist(data, fashion_part(rng, 10), fashion_part(rng, 3))
     out = root / "runs"
     for occlusion in ("none", "zero"):
         assert train_main(["--dataset", "fashion-mnist", "--data-dir", str(data), "--epochs", "1",

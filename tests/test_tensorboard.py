@@ -9,14 +9,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_classifier, structured_images
+from conftest import fashion_part, make_classifier, structured_images
+from test_resume import interrupt_after
 from tensorflow.core.util import event_pb2
 
-from playing_distraction import checkpoints
 from playing_distraction.cli import train_main
 from playing_distraction.config import TrainConfig, parse_config
 from playing_distraction.heatmaps import grad_cam, normalize_per_image, resize_bilinear
-from playing_distraction.layouts import Part, write_fashion_mnist
+from playing_distraction.layouts import write_fashion_mnist
 from playing_distraction.pipeline import Prepared
 from playing_distraction.run_folders import CONFIG, open_run_dir, resumed
 from playing_distraction.saliency_figures import saliency_maps
@@ -32,24 +32,7 @@ def write_dataset(directory):
     """Fashion-MNIST IDX files: 12 training and 4 test images per class."""
     rng = np.random.default_rng(0)
 
-    def part(per_class):
-        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
-        images = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.uint8)
-        return Part((images // 4 + labels[:, None, None] * 18).astype(np.uint8), labels)
-
-    write_fashion_mnist(directory, part(12), part(4))
-
-
-def interrupt_after(epoch_to_stop, patch):
-    """Stop the run like Ctrl-C right after the checkpoint of one epoch."""
-    original = checkpoints.Checkpoint.on_epoch_end
-
-    def on_epoch_end(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == epoch_to_stop:
-            raise KeyboardInterrupt
-
-    patch.setattr(checkpoints.Checkpoint, "on_epoch_end", on_epoch_end)
+    write_fashion_mnist(directory, fashion_part(rng, 12), fashion_part(rng, 4))
 
 
 @pytest.fixture(scope="module")
