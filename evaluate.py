@@ -11,7 +11,14 @@ if __name__ == "__main__":
         from playing_distraction.cli import evaluate_main
 
         code = evaluate_main()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as error:
+        # An error is a Ctrl-C too when the interrupt caused it: one that hit a compiled
+        # module's initialisation ("ImportError: initialization failed").
+        cause = error
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
         # Ctrl-C while Python imports the package (or anywhere evaluate_main lets it
         # through): one line and the shell's 128 + SIGINT, never a traceback.
         print("evaluate.py: error: interrupted", file=sys.stderr)

@@ -16,6 +16,18 @@ def _fail(prog, message, code):
     return code
 
 
+def interrupted_import(error):
+    """The exception ``error`` is a Ctrl-C: a KeyboardInterrupt raised while a compiled
+    module (TensorFlow's, say) initialised comes back as "ImportError: initialization
+    failed", caused by the interrupt, and a module left half imported can fail with
+    another error in the interrupt's context."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def train_main(argv=None):
     """``train.py``: train one baseline or distraction model; see ``--help``.
 
@@ -56,6 +68,10 @@ def train_main(argv=None):
         return 0
     except KeyboardInterrupt:
         return _fail(prog, interrupted, 130)
+    except Exception as error:  # noqa: BLE001 - re-raised unless it is a Ctrl-C
+        if interrupted_import(error):
+            return _fail(prog, interrupted, 130)
+        raise
 
 
 def evaluate_main(argv=None):
@@ -65,6 +81,10 @@ def evaluate_main(argv=None):
         return _evaluate(argv)
     except KeyboardInterrupt:
         return _fail("evaluate.py", "interrupted", 130)
+    except Exception as error:  # noqa: BLE001 - re-raised unless it is a Ctrl-C
+        if interrupted_import(error):
+            return _fail("evaluate.py", "interrupted", 130)
+        raise
 
 
 def _evaluate_k_shot(methods, args, prog):

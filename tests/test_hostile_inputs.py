@@ -280,6 +280,56 @@ def test_ctrl_c_while_importing_exits_130_in_one_line(tmp_path, prog, main, modu
     assert own_lines(done.stderr, prog) == [f"{prog}: error: interrupted"]
 
 
+def failed_extension_on_import(module, main, *args):
+    """Run ``main`` with the import of ``module`` failing as a compiled module does
+    when Ctrl-C hits its initialisation: "ImportError: initialization failed", caused
+    by the KeyboardInterrupt (seen with TensorFlow's _tf_stack)."""
+    hook = textwrap.dedent(f"""
+        import runpy, sys
+
+        class CtrlCInExtension:
+            def find_spec(self, name, path=None, target=None):
+                if name == {module!r}:
+                    sys.meta_path.remove(self)
+                    raise ImportError("initialization failed") from KeyboardInterrupt()
+                return None
+
+        sys.meta_path.insert(0, CtrlCInExtension())
+        sys.argv = ["prog", *{list(args)!r}]
+    """) + main
+    return subprocess.run([sys.executable, "-c", hook], capture_output=True, text=True,
+                          env=environment(), timeout=300)
+
+
+@pytest.mark.parametrize("prog, main, module", [
+    ("train.py", script(TRAIN), "playing_distraction.config"),
+    ("train.py", script(TRAIN), "tensorflow"),
+    ("train.py", PD_TRAIN, "tensorflow"),
+    ("evaluate.py", script(EVALUATE), "playing_distraction.reports"),
+], ids=["train.py-package", "train.py-tensorflow", "pd-train-tensorflow", "evaluate.py-reports"])
+def test_ctrl_c_in_a_compiled_modules_initialisation_exits_130_in_one_line(tmp_path, prog,
+                                                                          main, module):
+    args = ["--out-dir", str(tmp_path / "out")]
+    if prog == "evaluate.py":
+        args += ["--baseline", str(tmp_path / "run")]
+    done = failed_extension_on_import(module, main, *args)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert own_lines(done.stderr, prog) == [f"{prog}: error: interrupted"]
+
+
+def test_an_import_error_that_is_not_ctrl_c_stays_an_error():
+    from playing_distraction.cli import interrupted_import
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("initialization failed") from interrupt
+    except ImportError as error:
+        assert interrupted_import(error)
+    assert not interrupted_import(ImportError("No module named 'tensorflow'"))
+
+
 def test_ctrl_c_a_moment_after_the_start_exits_130_in_one_line(tmp_path):
     # Half a second: Python runs (its own start-up takes some 50 ms, and Ctrl-C then
     # is Python's business), train.py imports the package or TensorFlow.
