@@ -20,8 +20,7 @@ import math
 
 import numpy as np
 
-from .metrics import paired_t_test
-from .reports import ALPHA, Table, _best_columns, mean_std, seed_pairs
+from .reports import ALPHA, Table, _best_columns, mean_std, p_value_text, seed_pairs
 
 SUBSTRATES = ("zero", "mean")
 DEFAULT_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -92,13 +91,8 @@ def road_curves(per_image):
 def p_value_cell(baseline, method, ours, theirs):
     """Two-tailed paired t-test of the method's per-run values against the baseline's
     over the seeds both have; "n/a" with fewer than two pairs or no spread."""
-    pairs = [(ours[index], theirs[paired]) for index, paired in seed_pairs(baseline, method)]
-    if len(pairs) < 2:
-        return "n/a"
-    statistic, p = paired_t_test(*zip(*pairs))
-    if not math.isfinite(statistic):
-        return "n/a"
-    return f"{p:.3f}{'*' if p < ALPHA else ''}"
+    return p_value_text([(ours[index], theirs[paired])
+                         for index, paired in seed_pairs(baseline, method)])
 
 
 def faithfulness_tables(methods, faithfulness, settings, digits=3):

@@ -22,8 +22,8 @@ from fractions import Fraction
 import numpy as np
 
 from .corruptions import Summary
-from .metrics import paired_t_test
-from .reports import ALPHA, Table, _best_columns, mean_std, save_accuracy_plot, seed_pairs
+from .reports import (ALPHA, Table, _best_columns, mean_std, p_value_text,
+                      save_accuracy_plot, seed_pairs)
 
 CLEAN = "clean"
 AVERAGE = "avg"
@@ -75,15 +75,10 @@ def p_value_cell(baseline, method, ours, theirs):
     against ``theirs`` (the baseline's) over the seeds both have
     (``reports.seed_pairs``); "n/a" with fewer than two pairs or no spread."""
     pairs = [(ours[index], theirs[paired]) for index, paired in seed_pairs(baseline, method)]
-    if len(pairs) < 2:
-        return "n/a"
     # On integers (every accuracy times one common denominator): the same p as on the
     # accuracies (t is scale-free), with no float noise to fake a spread.
     scale = math.lcm(*(value.denominator for pair in pairs for value in pair))
-    statistic, p = paired_t_test(*zip(*[(int(a * scale), int(b * scale)) for a, b in pairs]))
-    if not math.isfinite(statistic):
-        return "n/a"
-    return f"{p:.3f}{'*' if p < ALPHA else ''}"
+    return p_value_text([(int(a * scale), int(b * scale)) for a, b in pairs])
 
 
 def occlusion_tables(corruption, methods, scores):

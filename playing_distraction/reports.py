@@ -191,8 +191,13 @@ def t_test_cell(baseline, method, scores):
     def correct(group, index):
         return round(scores[group.name][index]["accuracy"] * len(group.runs[index].labels))
 
-    pairs = [(correct(method, ours), correct(baseline, theirs))
-             for ours, theirs in seed_pairs(baseline, method)]
+    return p_value_text([(correct(method, ours), correct(baseline, theirs))
+                         for ours, theirs in seed_pairs(baseline, method)])
+
+
+def p_value_text(pairs):
+    """The cell of the two-tailed paired t-test of (ours, theirs) pairs: the p-value,
+    * when below ``ALPHA``; "n/a" with fewer than two pairs or no spread."""
     if len(pairs) < 2:
         return "n/a"
     statistic, p = paired_t_test(*zip(*pairs))
