@@ -14,10 +14,9 @@ if __name__ == "__main__":
     except (KeyboardInterrupt, Exception) as error:
         # An error is a Ctrl-C too when the interrupt caused it: one that hit a compiled
         # module's initialisation ("ImportError: initialization failed").
-        cause = error
-        while cause is not None and not isinstance(cause, KeyboardInterrupt):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        from playing_distraction.errors import caused_by_ctrl_c
+
+        if not caused_by_ctrl_c(error):
             raise
         # Ctrl-C while Python imports the package (or anywhere evaluate_main lets it
         # through): one line and the shell's 128 + SIGINT, never a traceback.

@@ -8,24 +8,12 @@ import sys
 from pathlib import Path
 
 from .config import given_fields, parse_config
-from .errors import UserError
+from .errors import UserError, caused_by_ctrl_c
 
 
 def _fail(prog, message, code):
     print(f"{prog}: error: {message}", file=sys.stderr)
     return code
-
-
-def interrupted_import(error):
-    """The exception ``error`` is a Ctrl-C: a KeyboardInterrupt raised while a compiled
-    module (TensorFlow's, say) initialised comes back as "ImportError: initialization
-    failed", caused by the interrupt, and a module left half imported can fail with
-    another error in the interrupt's context."""
-    while error is not None:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def train_main(argv=None):
@@ -69,7 +57,7 @@ def train_main(argv=None):
     except KeyboardInterrupt:
         return _fail(prog, interrupted, 130)
     except Exception as error:  # noqa: BLE001 - re-raised unless it is a Ctrl-C
-        if interrupted_import(error):
+        if caused_by_ctrl_c(error):
             return _fail(prog, interrupted, 130)
         raise
 
@@ -82,7 +70,7 @@ def evaluate_main(argv=None):
     except KeyboardInterrupt:
         return _fail("evaluate.py", "interrupted", 130)
     except Exception as error:  # noqa: BLE001 - re-raised unless it is a Ctrl-C
-        if interrupted_import(error):
+        if caused_by_ctrl_c(error):
             return _fail("evaluate.py", "interrupted", 130)
         raise
 

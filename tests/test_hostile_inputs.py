@@ -318,7 +318,7 @@ def test_ctrl_c_in_a_compiled_modules_initialisation_exits_130_in_one_line(tmp_p
 
 
 def test_an_import_error_that_is_not_ctrl_c_stays_an_error():
-    from playing_distraction.cli import interrupted_import
+    from playing_distraction.errors import caused_by_ctrl_c
 
     try:
         try:
@@ -326,8 +326,8 @@ def test_an_import_error_that_is_not_ctrl_c_stays_an_error():
         except KeyboardInterrupt as interrupt:
             raise ImportError("initialization failed") from interrupt
     except ImportError as error:
-        assert interrupted_import(error)
-    assert not interrupted_import(ImportError("No module named 'tensorflow'"))
+        assert caused_by_ctrl_c(error)
+    assert not caused_by_ctrl_c(ImportError("No module named 'tensorflow'"))
 
 
 def test_ctrl_c_a_moment_after_the_start_exits_130_in_one_line(tmp_path):
