@@ -235,24 +235,30 @@ def test_ctrl_c_while_decoding_into_the_cache_leaves_no_partial_file(tmp_path, m
     assert list(cache.iterdir()) == []
 
 
-def interrupt_on_import(module, main, *args):
-    """Run ``main`` (Python code) with a real SIGINT sent to itself the moment it
-    imports ``module``: Ctrl-C at a chosen moment of the start, no timing to tune."""
+def run_with_import_hook(module, action, main, *args):
+    """Run ``main`` (Python code) with ``action`` (a statement) run the moment it first
+    imports ``module``."""
     hook = textwrap.dedent(f"""
         import os, runpy, signal, sys
 
-        class CtrlC:
+        class OnImport:
             def find_spec(self, name, path=None, target=None):
                 if name == {module!r}:
                     sys.meta_path.remove(self)
-                    os.kill(os.getpid(), signal.SIGINT)
+                    {action}
                 return None
 
-        sys.meta_path.insert(0, CtrlC())
+        sys.meta_path.insert(0, OnImport())
         sys.argv = ["prog", *{list(args)!r}]
     """) + main
     return subprocess.run([sys.executable, "-c", hook], capture_output=True, text=True,
                           env=environment(), timeout=300)
+
+
+def interrupt_on_import(module, main, *args):
+    """Run ``main`` with a real SIGINT sent to itself the moment it imports ``module``:
+    Ctrl-C at a chosen moment of the start, no timing to tune."""
+    return run_with_import_hook(module, "os.kill(os.getpid(), signal.SIGINT)", main, *args)
 
 
 def script(path):
@@ -284,21 +290,9 @@ def failed_extension_on_import(module, main, *args):
     """Run ``main`` with the import of ``module`` failing as a compiled module does
     when Ctrl-C hits its initialisation: "ImportError: initialization failed", caused
     by the KeyboardInterrupt (seen with TensorFlow's _tf_stack)."""
-    hook = textwrap.dedent(f"""
-        import runpy, sys
-
-        class CtrlCInExtension:
-            def find_spec(self, name, path=None, target=None):
-                if name == {module!r}:
-                    sys.meta_path.remove(self)
-                    raise ImportError("initialization failed") from KeyboardInterrupt()
-                return None
-
-        sys.meta_path.insert(0, CtrlCInExtension())
-        sys.argv = ["prog", *{list(args)!r}]
-    """) + main
-    return subprocess.run([sys.executable, "-c", hook], capture_output=True, text=True,
-                          env=environment(), timeout=300)
+    return run_with_import_hook(
+        module, 'raise ImportError("initialization failed") from KeyboardInterrupt()', main,
+        *args)
 
 
 @pytest.mark.parametrize("prog, main, module", [
